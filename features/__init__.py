@@ -1,0 +1,1 @@
+"""Feature engineering: DuckDB SQL files, Polars helpers, LightFM matrices, the data contracts."""

@@ -1,0 +1,187 @@
+"""``recs``: the command line. It parses arguments, builds settings and calls flows; no logic."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+# Before Prefect is imported: no telemetry, and room for the ephemeral server to start on a
+# loaded 2-core machine (it takes 10-18 s).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+STAGES = ("nightly", "extract", "validate", "features", "train", "score", "publish")
+
+
+def _as_of(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recs", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write synthetic event exports + catalogs to landing")
+    gen.add_argument("--preset", choices=("tiny", "demo", "large"), default="demo")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument(
+        "--start", type=date.fromisoformat, help="first day (default: so the data ends yesterday)"
+    )
+    gen.add_argument("--defect-share", type=float, help="share of defective records (0.005)")
+
+    run = sub.add_parser("run", help="run the nightly flow or one stage flow")
+    run.add_argument("stage", choices=STAGES)
+    run.add_argument("--as-of", type=_as_of, help="ISO date/time (UTC); nightly, features, train")
+    run.add_argument("--force", action="store_true", help="extract: re-read unchanged files")
+
+    rec = sub.add_parser("recommend", help="print a user's list from the serving store")
+    rec.add_argument("user_id")
+
+    sub.add_parser("quarantine", help="recent rejected records by reason")
+    sub.add_parser("demo", help="generate data if there is none, run nightly, show the outputs")
+    return parser
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from flows.settings import Settings
+    from pipelines.synthetic import PRESETS, write_landing
+
+    settings = Settings()
+    preset = PRESETS[args.preset]
+    start = args.start or datetime.now(UTC).date() - timedelta(days=preset.days)
+    overrides: dict[str, Any] = {"seed": args.seed, "start": start}
+    if args.defect_share is not None:
+        overrides["defect_share"] = args.defect_share
+    params = preset.model_copy(update=overrides)
+    shutil.rmtree(settings.landing / "events", ignore_errors=True)
+    result = write_landing(params, settings.landing)
+    print(
+        f"wrote {result.n_lines:,} event lines in {len(result.event_files)} files, "
+        f"{params.n_users:,} users, {params.n_items:,} items to {settings.landing} "
+        f"({params.start} .. {params.end - timedelta(days=1)}, seed {params.seed})"
+    )
+
+
+def _run(args: argparse.Namespace) -> Any:
+    from flows import nightly
+
+    match args.stage:
+        case "nightly":
+            return nightly.nightly_flow(as_of=args.as_of, force_extract=args.force)
+        case "extract":
+            return nightly.extract_flow(force=args.force)
+        case "validate":
+            return nightly.validate_flow()
+        case "features":
+            return nightly.features_flow(as_of=args.as_of)
+        case "train":
+            from flows.settings import Settings
+            from flows.stages import default_as_of
+
+            settings = Settings()
+            as_of = args.as_of or default_as_of(nightly._paths(settings), settings.holdout_days)
+            return nightly.train_flow(as_of=as_of)
+        case "score":
+            return nightly.score_flow()
+        case "publish":
+            return nightly.publish_flow()
+    raise AssertionError(args.stage)
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from flows.settings import Settings
+    from pipelines.publish import ServingStore, read_recommendations
+
+    table = read_recommendations(ServingStore(Settings().serving), args.user_id)
+    rows = table.to_pylist()
+    if not rows:
+        print(f"no recommendations for {args.user_id!r} and no popular list", file=sys.stderr)
+        return 1
+    print(f"recommendations for {args.user_id} ({rows[0]['source']}):")
+    print(f"{'rank':>4}  {'item_id':<12} {'score':>10}  source")
+    for row in rows:
+        print(f"{row['rank']:>4}  {row['item_id']:<12} {row['score']:>10.4f}  {row['source']}")
+    return 0
+
+
+def _quarantine() -> None:
+    from flows.settings import Settings
+    from pipelines import warehouse
+
+    settings = Settings()
+    with warehouse.connect(settings.warehouse, read_only=True) as con:
+        if not warehouse.table_exists(con, "quarantine"):
+            print("quarantine is empty")
+            return
+        con.sql(
+            "select stage, reason, count(*) as n, max(quarantined_at) as last_seen, "
+            "any_value(source) as example_source from quarantine "
+            "group by stage, reason order by n desc"
+        ).show()
+
+
+def _demo() -> None:
+    from flows.nightly import nightly_flow
+    from flows.settings import Settings
+    from flows.stages import ExtractReport
+    from pipelines.extract import landing_event_files
+
+    settings = Settings()
+    if not landing_event_files(settings.landing):
+        _generate(_parser().parse_args(["generate", "--preset", "demo"]))
+    reports = nightly_flow()
+    extract: ExtractReport = reports["extract"]
+    validate, train, publish = reports["validate"], reports["train"], reports["publish"]
+    users = sorted(settings.landing.glob("users.csv"))
+    sample = "u000001"
+    if users:
+        with open(users[0]) as f:
+            f.readline()
+            sample = f.readline().split(",", 1)[0] or sample
+    k = settings.top_k
+    print(
+        f"""
+done. as_of {reports['features'].as_of:%Y-%m-%d}
+  extracted     {extract.rows_written:,} events ({extract.rows_rejected:,} unparseable lines quarantined)
+  validated     {validate.rows_clean:,} clean, {validate.rows_quarantined:,} quarantined {validate.quarantined_by_reason}
+  model         precision@{k} {train.metrics[f'model_precision_at_{k}']:.4f} vs popularity {train.metrics[f'baseline_precision_at_{k}']:.4f}; version {train.model_version} {train.decision}
+  published     {publish.n_rows:,} rows for {publish.n_users:,} users (model version {publish.model_version})
+
+outputs
+  lake          {settings.lake}
+  warehouse     {settings.warehouse}   (duckdb {settings.warehouse} -c "from quarantine limit 5")
+  serving       {settings.serving}
+  mlflow        {settings.tracking_uri}
+
+next
+  .venv/bin/recs recommend {sample}
+  .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000   # http://127.0.0.1:5000
+  .venv/bin/prefect server start --port 4200                                    # http://127.0.0.1:4200
+"""
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``recs`` command."""
+    args = _parser().parse_args(argv)
+    match args.command:
+        case "generate":
+            _generate(args)
+        case "run":
+            _run(args)
+        case "recommend":
+            return _recommend(args)
+        case "quarantine":
+            _quarantine()
+        case "demo":
+            _demo()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

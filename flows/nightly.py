@@ -1,0 +1,181 @@
+"""Prefect flows: one per stage, and ``nightly-recommendations`` running them in order.
+
+Flows read the settings, the clock and the run id, then call the stage functions of
+:mod:`flows.stages` as tasks; they compute nothing themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows import stages
+from flows.settings import Settings
+from models.params import LightFMParams
+from models.registry import Tracking
+
+extract_task = task(stages.extract, name="extract-landing")
+validate_task = task(stages.validate, name="validate-events")
+features_task = task(stages.build_features, name="feature-tables")
+train_task = task(stages.train, name="train-lightfm")
+score_task = task(stages.score, name="top-k-recommendations")
+publish_task = task(stages.publish, name="publish-recommendations")
+
+
+def _paths(settings: Settings) -> stages.Paths:
+    return stages.Paths(
+        landing=settings.landing,
+        lake=settings.lake,
+        warehouse=settings.warehouse,
+        serving_url=settings.serving,
+    )
+
+
+def _tracking(settings: Settings) -> Tracking:
+    return Tracking(
+        tracking_uri=settings.tracking_uri,
+        artifacts_dir=settings.mlflow_artifacts_dir,
+        experiment_name=settings.experiment_name,
+        model_name=settings.registered_model_name,
+    )
+
+
+def _run_id() -> str:
+    current = flow_run.get_id()
+    return str(current) if current else uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@flow(name="extract")
+def extract_flow(force: bool = False) -> stages.ExtractReport:
+    """Extract new landing files into the raw lake (Parquet, partitioned by event date).
+
+    Files already extracted with the same checksum are skipped unless ``force``. Unparseable
+    lines go to the warehouse ``quarantine`` table with a reason.
+    """
+    settings = Settings()
+    report = extract_task(_paths(settings), run_id=_run_id(), ingested_at=_now(), force=force)
+    get_run_logger().info(
+        "extracted %d parts: read %d, written %d, rejected %d %s (skipped %d unchanged files)",
+        len(report.parts), report.rows_read, report.rows_written, report.rows_rejected,
+        report.rejected_by_reason, report.files_skipped,
+    )  # fmt: skip
+    return report
+
+
+@flow(name="validate")
+def validate_flow(parts: list[str] | None = None) -> stages.ValidateReport:
+    """Gate new raw parts with Great Expectations; clean rows to the clean zone, the rest to
+    quarantine. Fails, naming the expectations, when the batch is bad as a whole."""
+    settings = Settings()
+    now = _now()
+    report = validate_task(
+        _paths(settings),
+        run_id=_run_id(),
+        window_end=now + timedelta(minutes=settings.clock_skew_minutes),
+        max_quarantine_share=settings.max_quarantine_share,
+        parts=parts,
+        validated_at=now,
+    )
+    get_run_logger().info(
+        "validated %d rows: %d clean, %d quarantined %s",
+        report.rows_in, report.rows_clean, report.rows_quarantined, report.quarantined_by_reason,
+    )  # fmt: skip
+    return report
+
+
+@flow(name="features")
+def features_flow(as_of: datetime | None = None) -> stages.FeaturesReport:
+    """Build the feature tables (features/sql/*.sql) in the warehouse for ``as_of``.
+
+    ``as_of`` defaults to midnight ``holdout_days`` before the end of the clean data.
+    """
+    settings = Settings()
+    paths = _paths(settings)
+    as_of = as_of or stages.default_as_of(paths, settings.holdout_days)
+    return features_task(paths, as_of=as_of, holdout_days=settings.holdout_days, top_k=settings.top_k)
+
+
+@flow(name="train")
+def train_flow(as_of: datetime, params: LightFMParams | None = None) -> stages.TrainReport:
+    """Train LightFM on the feature tables, evaluate against the popularity baseline and the
+    champion on the holdout, log to MLflow and promote the winner (alias ``champion``)."""
+    settings = Settings()
+    params = params or LightFMParams()
+    report = train_task(
+        _paths(settings), _tracking(settings), params=params, k=settings.top_k,
+        run_id=_run_id(), as_of=as_of,
+    )  # fmt: skip
+    get_run_logger().info("model version %s: %s", report.model_version, report.decision)
+    return report
+
+
+@flow(name="score")
+def score_flow() -> stages.ScoreReport:
+    """Top-K lists for every user with the ``@champion`` model (popularity if there is none)."""
+    settings = Settings()
+    now = _now()
+    return score_task(
+        _paths(settings), _tracking(settings), k=settings.top_k, run_id=_run_id(),
+        seen_before=now, generated_at=now, ttl=timedelta(hours=settings.recs_ttl_hours),
+        num_threads=settings.num_threads,
+    )  # fmt: skip
+
+
+@flow(name="publish")
+def publish_flow(recommendations: Path | None = None) -> stages.PublishReport:
+    """Swap the scored lists into the serving store atomically (default: the latest scored)."""
+    settings = Settings()
+    paths = _paths(settings)
+    started = _now()
+    return publish_task(
+        paths, recommendations=recommendations or stages.latest_recommendations(paths),
+        k=settings.top_k, started_at=started, published_at=_now(),
+    )  # fmt: skip
+
+
+def _summary(reports: dict[str, Any]) -> str:
+    lines = ["# Nightly recommendations", ""]
+    for stage, report in reports.items():
+        lines += [f"## {stage}", "", "| field | value |", "|---|---|"]
+        for key, value in asdict(report).items():
+            if isinstance(value, float):
+                value = f"{value:.4f}"
+            lines.append(f"| {key} | {value} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@flow(name="nightly-recommendations", log_prints=True)
+def nightly_flow(
+    as_of: datetime | None = None, force_extract: bool = False, params: LightFMParams | None = None
+) -> dict[str, Any]:
+    """The nightly run: extract -> validate -> features -> train -> score -> publish.
+
+    Args:
+        as_of: training sees only events before it, evaluation the ``holdout_days`` after it.
+            Default: midnight ``holdout_days`` before the end of the clean data.
+        force_extract: re-extract landing files even if their checksum is unchanged.
+        params: LightFM hyperparameters (default: ``LightFMParams()``).
+    """
+    reports: dict[str, Any] = {}
+    reports["extract"] = extract_flow(force=force_extract)
+    reports["validate"] = validate_flow()
+    reports["features"] = features_flow(as_of=as_of)
+    reports["train"] = train_flow(as_of=reports["features"].as_of, params=params)
+    reports["score"] = score_flow()
+    reports["publish"] = publish_flow(recommendations=reports["score"].path)
+    create_markdown_artifact(
+        _summary(reports), key="nightly-summary", description="Counts and metrics of the run"
+    )
+    return reports

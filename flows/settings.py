@@ -1,0 +1,104 @@
+"""Deployment settings: one object, read once by a flow or the CLI and passed down.
+
+Every field is overridable as ``RECS_<NAME>`` (for example ``RECS_DATA_DIR``), or from a TOML file
+named by ``RECS_CONFIG`` (default ``recs.toml`` in the working directory, if it exists).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where data lives and how the nightly run behaves."""
+
+    model_config = SettingsConfigDict(env_prefix="RECS_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Root of lake, warehouse, serving")
+    landing_dir: Path | None = Field(None, description="Event exports + catalogs (data/landing)")
+    lake_dir: Path | None = Field(None, description="Parquet lake (data/lake)")
+    warehouse_path: Path | None = Field(None, description="DuckDB warehouse (data/warehouse.duckdb)")
+    serving_url: str | None = Field(
+        None, description="sqlite:///path or postgresql://... (data/serving.sqlite)"
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow store (sqlite:///<abs>/mlflow/mlflow.db)"
+    )
+    mlflow_artifacts_dir: Path = Field(PROJECT_ROOT / "mlflow" / "artifacts")
+    experiment_name: str = "nightly-recommendations"
+    registered_model_name: str = "recs-lightfm"
+    top_k: int = Field(10, ge=1, le=1000, description="Recommendations per user")
+    holdout_days: int = Field(7, ge=1, description="Evaluation window after as_of, in days")
+    max_quarantine_share: float = Field(0.01, ge=0, le=1, description="Fail above this share")
+    clock_skew_minutes: int = Field(10, ge=0, description="Allowed future drift of event_ts")
+    recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")
+    num_threads: int = Field(2, ge=1, description="LightFM training / scoring threads")
+
+    @model_validator(mode="after")
+    def _fill_derived_paths(self) -> Settings:
+        # Frozen model: derived defaults are filled once, here, so every reader sees one value.
+        defaults: dict[str, Any] = {
+            "landing_dir": self.data_dir / "landing",
+            "lake_dir": self.data_dir / "lake",
+            "warehouse_path": self.data_dir / "warehouse.duckdb",
+            "serving_url": f"sqlite:///{(self.data_dir / 'serving.sqlite').resolve()}",
+            "mlflow_tracking_uri": f"sqlite:///{(PROJECT_ROOT / 'mlflow' / 'mlflow.db').resolve()}",
+        }
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("RECS_CONFIG", "recs.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )
+
+    # Typed accessors: after validation these are never None.
+    @property
+    def landing(self) -> Path:
+        assert self.landing_dir is not None
+        return self.landing_dir
+
+    @property
+    def lake(self) -> Path:
+        assert self.lake_dir is not None
+        return self.lake_dir
+
+    @property
+    def warehouse(self) -> Path:
+        assert self.warehouse_path is not None
+        return self.warehouse_path
+
+    @property
+    def serving(self) -> str:
+        assert self.serving_url is not None
+        return self.serving_url
+
+    @property
+    def tracking_uri(self) -> str:
+        assert self.mlflow_tracking_uri is not None
+        return self.mlflow_tracking_uri

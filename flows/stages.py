@@ -1,0 +1,567 @@
+"""The stages of the nightly run as plain functions: paths and typed parameters in, a report out.
+
+Each stage reads its inputs from the lake / warehouse / MLflow and writes its outputs there, so a
+stage can be run on its own (``recs run <stage>``) and every Prefect task in ``flows.nightly`` is a
+one-line wrapper. Nothing here imports Prefect; clocks and run ids are passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.build import FEATURE_TABLES, register_inputs, run_sql
+from features.contracts import EVENTS, RECOMMENDATIONS, C, ContractError, conform
+from features.matrices import USER_ATTRIBUTES, training_matrices
+from models.baselines import PopularityRecommender
+from models.evaluate import ranking_metrics
+from models.lightfm_model import LightFMRecommender, train_lightfm
+from models.params import LightFMParams
+from models.registry import Tracking, load_champion, log_training_run
+from pipelines import lake, warehouse
+from pipelines.extract import (
+    file_checksum,
+    landing_event_files,
+    parse_event_file,
+    quarantine_rows,
+    read_catalog,
+)
+from pipelines.publish import ServingStore, check_recommendations, publish_recommendations
+from pipelines.validate import ValidationError, ValidationParams, validate_events
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each store lives (from :class:`flows.settings.Settings`)."""
+
+    landing: Path
+    lake: Path
+    warehouse: Path
+    serving_url: str
+
+
+def part_name(path: Path) -> str:
+    """Lake part name of a landing file: its name without extensions."""
+    return path.name.split(".", 1)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# extract
+
+
+@dataclass(frozen=True)
+class ExtractReport:
+    """Counts of one extraction; ``rows_read == rows_written + rows_rejected``."""
+
+    parts: list[str]
+    files_skipped: int
+    rows_read: int
+    rows_written: int
+    rows_rejected: int
+    rejected_by_reason: dict[str, int]
+    n_users: int
+    n_items: int
+
+
+def extract(paths: Paths, *, run_id: str, ingested_at: datetime, force: bool = False) -> ExtractReport:
+    """Landing files -> raw lake; catalogs -> lake snapshots; unparseable lines -> quarantine.
+
+    A file already extracted with the same checksum is skipped unless ``force``; a changed file
+    replaces its rows in every partition it touches.
+    """
+    users = read_catalog(paths.landing / "users.csv", C.user_id)
+    items = read_catalog(paths.landing / "items.csv", C.item_id, required=(C.available,))
+    lake.write_catalog(paths.lake, "users", users)
+    lake.write_catalog(paths.lake, "items", items)
+    files = landing_event_files(paths.landing)
+    if not files:
+        raise FileNotFoundError(
+            f"{paths.landing / 'events'}: no event files ({', '.join(('*.jsonl', '*.jsonl.gz'))}); "
+            "run `recs generate` or drop exports there"
+        )
+    with warehouse.connect(paths.warehouse) as con:
+        done: dict[str, str] = {}
+        if warehouse.table_exists(con, "extractions"):
+            rows = con.execute(
+                "select file, arg_max(checksum, extracted_at) from extractions group by file"
+            ).fetchall()
+            done = {str(f): str(c) for f, c in rows}
+        parts, skipped, read, written, rejected = [], 0, 0, 0, 0
+        reasons: dict[str, int] = {}
+        for path in files:
+            checksum = file_checksum(path)
+            if not force and done.get(path.name) == checksum:
+                skipped += 1
+                continue
+            result = parse_event_file(path, ingested_at, run_id)
+            lake.write_part(paths.lake, "raw", part_name(path), result.events)
+            if result.rejects.num_rows:
+                warehouse.append(con, "quarantine", result.rejects)
+            for reason, n in pl.from_arrow(result.rejects).group_by(C.reason).len().iter_rows():
+                reasons[reason] = reasons.get(reason, 0) + n
+            if result.n_read != result.events.num_rows + result.rejects.num_rows:
+                raise AssertionError(f"{path}: rows do not reconcile")
+            warehouse.append(
+                con,
+                "extractions",
+                pa.table(
+                    {
+                        "run_id": [run_id],
+                        "file": [path.name],
+                        "checksum": [checksum],
+                        "rows_read": [result.n_read],
+                        "rows_written": [result.events.num_rows],
+                        "rows_rejected": [result.rejects.num_rows],
+                        "extracted_at": pa.array([ingested_at], pa.timestamp("us", tz="UTC")),
+                    }
+                ),
+            )
+            parts.append(part_name(path))
+            read += result.n_read
+            written += result.events.num_rows
+            rejected += result.rejects.num_rows
+    return ExtractReport(
+        parts, skipped, read, written, rejected, dict(sorted(reasons.items())), users.num_rows, items.num_rows
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+@dataclass(frozen=True)
+class ValidateReport:
+    """Counts of one validation; ``rows_in == rows_clean + rows_quarantined``."""
+
+    parts: list[str]
+    rows_in: int
+    rows_clean: int
+    rows_quarantined: int
+    quarantined_by_reason: dict[str, int]
+    expectations_passed: int
+    expectations_failed: int
+    failures: list[str] = field(default_factory=list)
+
+
+def pending_parts(lake_dir: Path) -> list[str]:
+    """Raw parts without a clean counterpart, or newer than it."""
+    raw, clean = lake.parts(lake_dir, "raw"), lake.parts(lake_dir, "clean")
+    return sorted(p for p, mtime in raw.items() if p not in clean or clean[p] < mtime)
+
+
+def validate(
+    paths: Paths,
+    *,
+    run_id: str,
+    window_end: datetime,
+    max_quarantine_share: float,
+    parts: list[str] | None = None,
+    validated_at: datetime,
+) -> ValidateReport:
+    """Gate the given raw parts (default: all pending) with GX, then split their rows.
+
+    Clean rows replace the parts in the clean zone; quarantined rows go to the warehouse
+    ``quarantine`` table with a reason; the verdict goes to ``validation_runs``.
+
+    Raises:
+        ValidationError: the batch failed; nothing reaches the clean zone, and the message names
+            every failed expectation.
+    """
+    parts = pending_parts(paths.lake) if parts is None else parts
+    if not parts:
+        return ValidateReport([], 0, 0, 0, {}, 0, 0)
+    frames = []
+    for part in parts:
+        frame = pl.from_arrow(lake.read_part(paths.lake, "raw", part))
+        assert isinstance(frame, pl.DataFrame)
+        frames.append(frame.with_columns(pl.lit(part).alias("_part")))
+    batch = pl.concat(frames)
+    items = pq.read_table(paths.lake / "catalog" / "items.parquet", columns=[C.item_id])
+    params = ValidationParams(
+        window_end=window_end,
+        known_items=frozenset(items.column(C.item_id).to_pylist()),
+        max_quarantine_share=max_quarantine_share,
+    )
+    result = validate_events(batch, params, passthrough=["_part"])
+    quarantined = result.quarantined.drop("_part")
+    report = ValidateReport(
+        parts=parts,
+        rows_in=batch.height,
+        rows_clean=result.clean.height,
+        rows_quarantined=quarantined.height,
+        quarantined_by_reason=result.counts_by_reason(),
+        expectations_passed=sum(o.success for o in result.outcomes),
+        expectations_failed=sum(not o.success for o in result.outcomes),
+        failures=result.failures,
+    )
+    with warehouse.connect(paths.warehouse) as con:
+        if quarantined.height:
+            warehouse.append(
+                con,
+                "quarantine",
+                quarantine_rows(
+                    stage="validate",
+                    reasons=quarantined[C.reason].to_arrow(),
+                    source=quarantined[C.source].to_arrow(),
+                    line_no=None,
+                    event_id=quarantined[C.event_id].to_arrow(),
+                    raw=quarantined.drop(C.reason)
+                    .select(pl.struct(pl.all()).struct.json_encode())
+                    .to_series()
+                    .to_arrow(),
+                    run_id=run_id,
+                    at=validated_at,
+                ),
+            )
+        warehouse.append(
+            con,
+            "validation_runs",
+            pa.table(
+                {
+                    "run_id": [run_id],
+                    "validated_at": pa.array([validated_at], pa.timestamp("us", tz="UTC")),
+                    "parts": [",".join(parts)],
+                    "success": [result.success],
+                    "rows_in": [report.rows_in],
+                    "rows_clean": [report.rows_clean],
+                    "rows_quarantined": [report.rows_quarantined],
+                    "quarantine_share": [result.quarantine_share],
+                    "expectations_failed": [report.expectations_failed],
+                    "failures": ["\n".join(result.failures)],
+                }
+            ),
+        )
+    if not result.success:
+        raise ValidationError(f"parts {parts}", result.failures)
+    for part, rows in result.clean.partition_by("_part", as_dict=True).items():
+        lake.write_part(paths.lake, "clean", str(part[0]), rows.drop("_part").to_arrow())
+    for part in set(parts) - set(result.clean["_part"].unique().to_list()):
+        lake.write_part(paths.lake, "clean", part, EVENTS.empty_table())
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+
+
+def _feature_connection_inputs(paths: Paths) -> dict[str, Any]:
+    return {
+        "events_glob": lake.events_glob(paths.lake, "clean"),
+        "users": paths.lake / "catalog" / "users.parquet",
+        "items": paths.lake / "catalog" / "items.parquet",
+    }
+
+
+def latest_event_ts(paths: Paths) -> datetime:
+    """Newest ``event_ts`` in the clean zone.
+
+    Raises:
+        FileNotFoundError: the clean zone is empty (run extract and validate first).
+    """
+    if not list(lake.zone_dir(paths.lake, "clean").glob("dt=2*/*.parquet")):
+        raise FileNotFoundError(
+            f"{lake.zone_dir(paths.lake, 'clean')}: no clean events; run `recs run extract` "
+            "and `recs run validate` first"
+        )
+    with warehouse.connect(paths.warehouse) as con:
+        rows = con.execute(
+            "select max(event_ts) from read_parquet(?, hive_partitioning = true)",
+            [lake.events_glob(paths.lake, "clean")],
+        ).fetchall()
+    value: datetime = rows[0][0]
+    return value
+
+
+def default_as_of(paths: Paths, holdout_days: int) -> datetime:
+    """Midnight UTC ``holdout_days`` before the day after the newest clean event, so the last
+    ``holdout_days`` full days are the evaluation window."""
+    latest = latest_event_ts(paths)
+    midnight = latest.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + timedelta(days=1) - timedelta(days=holdout_days)
+
+
+@dataclass(frozen=True)
+class FeaturesReport:
+    """Rows per feature table written to the warehouse."""
+
+    as_of: datetime
+    holdout_end: datetime
+    rows: dict[str, int]
+
+
+def build_features(
+    paths: Paths, *, as_of: datetime, holdout_days: int, top_k: int, popular_window_days: int = 14
+) -> FeaturesReport:
+    """Run every ``features/sql`` file against the clean lake and replace its warehouse table."""
+    holdout_end = as_of + timedelta(days=holdout_days)
+    params = {
+        "as_of": as_of,
+        "holdout_end": holdout_end,
+        "top_n": top_k,
+        "window_days": popular_window_days,
+    }
+    rows = {}
+    with warehouse.connect(paths.warehouse) as con:
+        register_inputs(con, **_feature_connection_inputs(paths))
+        for name in FEATURE_TABLES:
+            table = run_sql(con, name, **params)
+            warehouse.replace(con, name, table)
+            rows[name] = table.num_rows
+        warehouse.append(
+            con,
+            "feature_runs",
+            pa.table(
+                {
+                    "as_of": pa.array([as_of], pa.timestamp("us", tz="UTC")),
+                    "holdout_end": pa.array([holdout_end], pa.timestamp("us", tz="UTC")),
+                    **{f"rows_{k}": [v] for k, v in rows.items()},
+                }
+            ),
+        )
+    return FeaturesReport(as_of, holdout_end, rows)
+
+
+def _read_tables(paths: Paths, *names: str) -> list[pl.DataFrame]:
+    with warehouse.connect(paths.warehouse, read_only=True) as con:
+        frames = []
+        for name in names:
+            if not warehouse.table_exists(con, name):
+                raise FileNotFoundError(
+                    f"{paths.warehouse}: no table {name!r}; run `recs run features` first"
+                )
+            frame = pl.from_arrow(con.sql(f'select * from "{name}"').to_arrow_table())
+            assert isinstance(frame, pl.DataFrame)
+            frames.append(frame)
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """A training run: its metrics, the baseline's and the champion's on the same holdout."""
+
+    mlflow_run_id: str
+    model_version: str
+    promoted: bool
+    decision: str
+    metrics: dict[str, float]
+
+
+def train(
+    paths: Paths,
+    tracking: Tracking,
+    *,
+    params: LightFMParams,
+    k: int,
+    run_id: str,
+    as_of: datetime,
+) -> TrainReport:
+    """Train on events before ``as_of``, evaluate on the holdout after it, log to MLflow.
+
+    The model is promoted (alias ``champion``) only if it beats both the popularity baseline and
+    the current champion on precision@k over the same holdout users.
+    """
+    interactions, holdout, users, items = _read_tables(
+        paths, "interactions", "holdout", "user_features", "item_features"
+    )
+    if interactions.height == 0:
+        raise ValueError(f"no interactions before as_of={as_of.isoformat()}; nothing to train on")
+    matrices = training_matrices(interactions, users, items)
+    model = train_lightfm(matrices, params)
+    holdout_users = users.filter(pl.col(C.user_id).is_in(holdout[C.user_id].unique().implode()))
+    seen = interactions.select(C.user_id, C.item_id)
+    candidates: dict[str, object] = {
+        "model": model,
+        "baseline": PopularityRecommender.fit(interactions),
+    }
+    champion = load_champion(tracking)
+    if champion is not None:
+        candidates["champion"] = champion.recommender
+    metrics: dict[str, float] = {}
+    for name, recommender in candidates.items():
+        recs = recommender.recommend(  # type: ignore[attr-defined]
+            holdout_users, k, exclude=seen, num_threads=params.num_threads
+        )
+        for metric, value in ranking_metrics(recs, holdout, k).items():
+            metrics[f"{name}_{metric}"] = value
+    key = f"precision_at_{k}"
+    beats_baseline = metrics[f"model_{key}"] > metrics[f"baseline_{key}"]
+    beats_champion = champion is None or metrics[f"model_{key}"] > metrics[f"champion_{key}"]
+    promote = beats_baseline and beats_champion and metrics["model_n_users"] > 0
+    decision = (
+        "promoted"
+        if promote
+        else "not promoted: "
+        + ("did not beat the popularity baseline" if not beats_baseline else "did not beat the champion")
+    )
+    logged = log_training_run(
+        tracking,
+        model,
+        run_name=f"nightly-{as_of:%Y-%m-%d}",
+        params={
+            **{f"lightfm_{k_}": v for k_, v in params.model_dump().items()},
+            "as_of": as_of.isoformat(),
+            "k": k,
+            "n_users": users.height,
+            "n_items": items.height,
+            "n_interactions": interactions.height,
+            "n_holdout_pairs": holdout.height,
+        },
+        metrics=metrics,
+        tags={
+            "flow_run_id": run_id,
+            "decision": decision,
+            "champion_version": champion.version if champion else "none",
+        },
+        promote=promote,
+    )
+    return TrainReport(logged.run_id, logged.version, promote, decision, metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# score
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    """Where the scored lists were written, and who got what kind."""
+
+    path: Path
+    model_version: str
+    n_users: int
+    rows_by_source: dict[str, int]
+
+
+def fill_to_k(primary: pl.DataFrame, fallback: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Per user, ``primary`` rows first, then ``fallback`` items not already listed; re-ranked
+    1..k. One row per user_id x rank."""
+    both = pl.concat([primary.with_columns(_o=pl.lit(0)), fallback.with_columns(_o=pl.lit(1))])
+    return (
+        both.sort(C.user_id, "_o", C.rank)
+        .unique(subset=[C.user_id, C.item_id], keep="first", maintain_order=True)
+        .with_columns(pl.int_range(1, pl.len() + 1).over(C.user_id).cast(pl.Int32).alias(C.rank))
+        .filter(pl.col(C.rank) <= k)
+        .drop("_o")
+    )
+
+
+def score(
+    paths: Paths,
+    tracking: Tracking,
+    *,
+    k: int,
+    run_id: str,
+    seen_before: datetime,
+    generated_at: datetime,
+    ttl: timedelta,
+    num_threads: int,
+) -> ScoreReport:
+    """Top-k for every user in ``user_features`` with the ``@champion`` model.
+
+    Items the user interacted with before ``seen_before`` and unavailable items are excluded.
+    Users with neither history nor attributes, and every user when no model is champion yet, get
+    the popularity list (``source`` = popular), as do the slots a model cannot fill.
+    """
+    users, items = _read_tables(paths, "user_features", "item_features")
+    con = duckdb.connect()  # in memory: only reads the lake
+    try:
+        register_inputs(con, **_feature_connection_inputs(paths))
+        seen = pl.from_arrow(run_sql(con, "interactions", as_of=seen_before))
+    finally:
+        con.close()
+    assert isinstance(seen, pl.DataFrame)
+    seen = seen.select(C.user_id, C.item_id)
+    available = items.filter(pl.col(C.available))[C.item_id]
+    popular = PopularityRecommender.fit(seen).recommend(
+        users, k, exclude=seen, allowed_items=available, num_threads=num_threads
+    )
+    champion = load_champion(tracking)
+    if champion is None:
+        recs, version = popular, "popularity"
+    else:
+        described = users.filter(
+            pl.any_horizontal(pl.col(c).is_not_null() for c in USER_ATTRIBUTES)
+            | (pl.col("n_events") > 0)
+        )
+        recs = champion.recommender.recommend(
+            described, k, exclude=seen, allowed_items=available, num_threads=num_threads
+        )
+        recs, version = fill_to_k(recs, popular, k), champion.version
+    table = recs.with_columns(
+        model_version=pl.lit(version),
+        run_id=pl.lit(run_id),
+        generated_at=pl.lit(generated_at).cast(pl.Datetime("us", "UTC")),
+        expires_at=pl.lit(generated_at + ttl).cast(pl.Datetime("us", "UTC")),
+    ).to_arrow()
+    table = conform(table, RECOMMENDATIONS, "scored recommendations")
+    out = paths.lake / "recommendations" / f"run_id={run_id}" / "recommendations.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out, compression="zstd")
+    by_source = dict(recs.group_by(C.source).len().sort(C.source).iter_rows())
+    return ScoreReport(out, version, users.height, {str(s): int(n) for s, n in by_source.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# publish
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    """The publication recorded in the serving store."""
+
+    serving_url: str
+    run_id: str
+    model_version: str
+    n_users: int
+    n_rows: int
+    checksum: str
+
+
+def publish(
+    paths: Paths, *, recommendations: Path, k: int, started_at: datetime, published_at: datetime
+) -> PublishReport:
+    """Check the scored lists and swap them, with the popular lists, into the serving store."""
+    table = pq.read_table(recommendations)
+    if table.num_rows == 0:
+        raise ContractError(f"{recommendations}: no recommendations to publish")
+    (users,) = _read_tables(paths, "user_features")
+    check_recommendations(table, k, expected_users=users[C.user_id])
+    (popular,) = _read_tables(paths, "popular_items")
+    run_id = str(table.column(C.run_id)[0])
+    version = str(table.column("model_version")[0])
+    pub = publish_recommendations(
+        ServingStore(paths.serving_url),
+        table,
+        popular.to_arrow(),
+        run_id=run_id,
+        model_version=version,
+        started_at=started_at,
+        published_at=published_at,
+    )
+    report = PublishReport(paths.serving_url, run_id, version, pub.n_users, pub.n_rows, pub.checksum)
+    with warehouse.connect(paths.warehouse) as con:
+        row = {k_: [v] for k_, v in asdict(report).items()}
+        row["published_at"] = [published_at]
+        warehouse.append(con, "publications", pa.table(row))
+    return report
+
+
+def latest_recommendations(paths: Paths) -> Path:
+    """The most recently scored recommendation file."""
+    files = sorted(
+        (paths.lake / "recommendations").glob("run_id=*/recommendations.parquet"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not files:
+        raise FileNotFoundError(f"{paths.lake / 'recommendations'}: nothing scored; run `recs run score`")
+    return files[-1]

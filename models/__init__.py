@@ -1,0 +1,1 @@
+"""LightFM training, evaluation, baselines, top-K scoring and the MLflow pyfunc model."""

@@ -1,0 +1,88 @@
+"""What every recommender offers, and the shared step from scores to a recommendation table."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from features.contracts import C
+from features.matrices import pair_indices
+
+RECS_SCHEMA = {
+    C.user_id: pl.String,
+    C.rank: pl.Int32,
+    C.item_id: pl.String,
+    C.score: pl.Float64,
+    C.source: pl.String,
+}
+
+
+class Recommender(Protocol):
+    """A model that ranks items for users (LightFM, popularity, ...)."""
+
+    item_ids: pl.Series
+
+    def recommend(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: pl.DataFrame | None = None,
+        allowed_items: pl.Series | None = None,
+        num_threads: int = 1,
+    ) -> pl.DataFrame:
+        """One row per user_id x rank (1..k): ``user_id, rank, item_id, score, source``.
+
+        Args:
+            users: one row per user to score, ``user_id`` plus attribute columns.
+            k: recommendations per user.
+            exclude: (user_id, item_id) pairs never to recommend (already seen).
+            allowed_items: only these items may be recommended (e.g. available ones).
+            num_threads: scoring threads.
+        """
+        ...
+
+
+def exclusion_matrix(
+    exclude: pl.DataFrame | None, user_ids: pl.Series, item_ids: pl.Series
+) -> sp.csr_matrix | None:
+    """users x items matrix with 1 for each pair to exclude (pairs with unknown ids ignored)."""
+    if exclude is None:
+        return None
+    coded = pair_indices(exclude.select(C.user_id, C.item_id).unique(), user_ids, item_ids)
+    u, i = coded["u"].to_numpy(), coded["i"].to_numpy()
+    return sp.csr_matrix(
+        (np.ones(u.size, np.int8), (u, i)), shape=(user_ids.len(), item_ids.len())
+    )
+
+
+def allowed_mask(allowed_items: pl.Series | None, item_ids: pl.Series) -> np.ndarray | None:
+    """Boolean mask over ``item_ids``: True where the item may be recommended."""
+    if allowed_items is None:
+        return None
+    return item_ids.is_in(allowed_items.implode()).to_numpy()
+
+
+def recommendation_frame(
+    user_ids: pl.Series, item_ids: pl.Series, idx: np.ndarray, scores: np.ndarray, source: pl.Series
+) -> pl.DataFrame:
+    """Long table from the (users x k) index and score arrays of :func:`models.scoring.top_k`;
+    empty slots (index -1) are dropped."""
+    n_users, k = idx.shape
+    flat = idx.reshape(-1)
+    keep = flat >= 0
+    rows = np.repeat(np.arange(n_users), k)[keep]
+    ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), n_users)[keep]
+    return pl.DataFrame(
+        {
+            C.user_id: user_ids.gather(rows),
+            C.rank: ranks,
+            C.item_id: item_ids.gather(flat[keep]),
+            C.score: scores.reshape(-1)[keep].astype(np.float64),
+            C.source: source.gather(rows),
+        },
+        schema=RECS_SCHEMA,
+    )

@@ -1,0 +1,156 @@
+"""The LightFM hybrid recommender: training, cold-start-aware scoring, save and load.
+
+What is kept after training is only what scoring needs: the per-feature embeddings of
+users (so any user with known attributes can be represented, including users who arrived after
+training), and the final item representations.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from lightfm import LightFM
+
+from features.contracts import C
+from features.matrices import (
+    ID_TOKEN,
+    USER_ATTRIBUTES,
+    TrainingMatrices,
+    feature_matrix,
+    feature_tokens,
+)
+from models.base import allowed_mask, exclusion_matrix, recommendation_frame
+from models.params import LightFMParams
+from models.scoring import top_k
+
+_ARRAYS = "arrays.npz"
+_META = "meta.json"
+
+
+@dataclass(frozen=True)
+class LightFMRecommender:
+    """A trained hybrid model, reduced to what scoring needs (user biases are dropped: constant
+    per user, they never change a ranking)."""
+
+    params: LightFMParams
+    user_vocabulary: pl.Series
+    user_feature_embeddings: np.ndarray  # n_user_features x d
+    item_ids: pl.Series
+    item_embeddings: np.ndarray  # n_items x d, features already summed
+    item_biases: np.ndarray  # n_items
+
+    def user_vectors(self, users: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(users x d+1 vectors, warm flag per user).
+
+        The last column is 1, meeting the item bias in :meth:`item_vectors`; the user bias is
+        left out because it is constant across items and cannot change a ranking. A user is warm
+        when the model saw them in training (has an identity embedding); other users are
+        represented by their attributes alone.
+        """
+        warm_ids = self.user_vocabulary.filter(self.user_vocabulary.str.starts_with(ID_TOKEN))
+        warm_ids = warm_ids.str.strip_prefix(ID_TOKEN)
+        tokens = feature_tokens(users, C.user_id, USER_ATTRIBUTES, warm_ids=warm_ids)
+        features = feature_matrix(tokens, users.height, self.user_vocabulary)
+        vectors = np.hstack([features @ self.user_feature_embeddings, np.ones((users.height, 1))])
+        warm = users[C.user_id].is_in(warm_ids.implode()).to_numpy()
+        return vectors.astype(np.float32), warm
+
+    def item_vectors(self) -> np.ndarray:
+        """items x d+1: embedding, then the bias multiplied by the user's constant 1."""
+        return np.hstack([self.item_embeddings, self.item_biases[:, None]]).astype(np.float32)
+
+    def recommend(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: pl.DataFrame | None = None,
+        allowed_items: pl.Series | None = None,
+        num_threads: int = 1,
+    ) -> pl.DataFrame:
+        """See :class:`models.base.Recommender`; ``source`` is ``model`` for warm users,
+        ``cold_start`` for users scored from their attributes only."""
+        vectors, warm = self.user_vectors(users)
+        idx, scores = top_k(
+            vectors,
+            self.item_vectors(),
+            k,
+            exclude=exclusion_matrix(exclude, users[C.user_id], self.item_ids),
+            allowed=allowed_mask(allowed_items, self.item_ids),
+            num_threads=num_threads,
+        )
+        source = pl.Series(np.where(warm, "model", "cold_start"), dtype=pl.String)
+        return recommendation_frame(users[C.user_id], self.item_ids, idx, scores, source)
+
+    def save(self, directory: Path) -> Path:
+        """Write the model as ``arrays.npz`` + ``meta.json`` into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            directory / _ARRAYS,
+            user_feature_embeddings=self.user_feature_embeddings,
+            item_embeddings=self.item_embeddings,
+            item_biases=self.item_biases,
+        )
+        meta = {
+            "params": self.params.model_dump(),
+            "user_vocabulary": self.user_vocabulary.to_list(),
+            "item_ids": self.item_ids.to_list(),
+        }
+        (directory / _META).write_text(json.dumps(meta))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> LightFMRecommender:
+        """Read a model written by :meth:`save`."""
+        meta = json.loads((directory / _META).read_text())
+        with np.load(directory / _ARRAYS) as arrays:
+            return cls(
+                params=LightFMParams.model_validate(meta["params"]),
+                user_vocabulary=pl.Series("token", meta["user_vocabulary"], dtype=pl.String),
+                user_feature_embeddings=arrays["user_feature_embeddings"],
+                item_ids=pl.Series(C.item_id, meta["item_ids"], dtype=pl.String),
+                item_embeddings=arrays["item_embeddings"],
+                item_biases=arrays["item_biases"],
+            )
+
+
+def train_lightfm(matrices: TrainingMatrices, params: LightFMParams) -> LightFMRecommender:
+    """Fit a LightFM hybrid model on the training matrices.
+
+    Deterministic for a given ``random_state`` when ``num_threads`` is 1.
+    """
+    model = _fit(matrices, params)
+    item_biases, item_embeddings = model.get_item_representations(matrices.item_features)
+    return LightFMRecommender(
+        params=params,
+        user_vocabulary=matrices.user_vocabulary,
+        user_feature_embeddings=model.user_embeddings.copy(),
+        item_ids=matrices.item_ids,
+        item_embeddings=item_embeddings,
+        item_biases=item_biases,
+    )
+
+
+def _fit(matrices: TrainingMatrices, params: LightFMParams) -> LightFM:
+    model = LightFM(
+        no_components=params.no_components,
+        loss=params.loss,
+        learning_rate=params.learning_rate,
+        item_alpha=params.item_alpha,
+        user_alpha=params.user_alpha,
+        max_sampled=params.max_sampled,
+        random_state=np.random.RandomState(params.random_state),
+    )
+    model.fit(
+        matrices.interactions,
+        user_features=matrices.user_features,
+        item_features=matrices.item_features,
+        sample_weight=matrices.weights,
+        epochs=params.epochs,
+        num_threads=params.num_threads,
+    )
+    return model

@@ -1,0 +1,138 @@
+"""MLflow (the I/O edge of models): log a training run, register its model, and promote it by alias.
+
+Registry stages are gone in MLflow 3; the serving model is the version with alias ``champion``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from models.lightfm_model import LightFMRecommender
+from models.pyfunc import ARTIFACT_KEY, RecommenderModel
+
+CHAMPION = "champion"
+
+_SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("string", "country", required=False),
+            ColSpec("string", "age_band", required=False),
+            ColSpec("string", "device", required=False),
+        ]
+    ),
+    outputs=Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("integer", "rank"),
+            ColSpec("string", "item_id"),
+            ColSpec("double", "score"),
+            ColSpec("string", "source"),
+        ]
+    ),
+    params=ParamSchema([ParamSpec("k", "long", 10)]),
+)
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where runs and models go."""
+
+    tracking_uri: str
+    artifacts_dir: Path
+    experiment_name: str
+    model_name: str
+
+    def activate(self) -> str:
+        """Point MLflow at this store and return the experiment id (created if needed)."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        experiment = mlflow.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        return str(
+            mlflow.create_experiment(
+                self.experiment_name, artifact_location=self.artifacts_dir.resolve().as_uri()
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model currently serving."""
+
+    version: str
+    run_id: str
+    recommender: LightFMRecommender
+
+
+def load_champion(tracking: Tracking) -> Champion | None:
+    """The ``@champion`` version and its recommender, or None before the first promotion."""
+    tracking.activate()
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(tracking.model_name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    model = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}@{CHAMPION}")
+    python_model = model.unwrap_python_model()
+    assert isinstance(python_model, RecommenderModel)
+    return Champion(str(version.version), str(version.run_id), python_model.recommender)
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A training run and the registered version it produced."""
+
+    run_id: str
+    version: str
+    promoted: bool
+
+
+def log_training_run(
+    tracking: Tracking,
+    recommender: LightFMRecommender,
+    *,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    promote: bool,
+) -> LoggedModel:
+    """Log params, metrics and the pyfunc model; register it; alias it ``champion`` if
+    ``promote``. The promotion decision is recorded as tags on the run and the version."""
+    experiment_id = tracking.activate()
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({**tags, "promoted": str(promote).lower()})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = recommender.save(Path(tmp) / "recommender")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=RecommenderModel(),
+                artifacts={ARTIFACT_KEY: str(path)},
+                signature=_SIGNATURE,
+                # Explicit requirements: inferring them starts a subprocess and takes seconds.
+                pip_requirements=["lightfm-next", "numpy", "pandas", "polars", "mlflow"],
+                registered_model_name=tracking.model_name,
+            )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in {**tags, "promoted": str(promote).lower()}.items():
+        client.set_model_version_tag(tracking.model_name, version, key, value)
+    if promote:
+        client.set_registered_model_alias(tracking.model_name, CHAMPION, version)
+    return LoggedModel(run.info.run_id, version, promote)

@@ -1,0 +1,1 @@
+"""The I/O edges: synthetic sources, extract (landing -> lake), validate (GX), publish."""

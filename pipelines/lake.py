@@ -1,0 +1,95 @@
+"""The Parquet lake: Hive-partitioned event zones and catalog snapshots.
+
+Layout::
+
+    <lake>/raw/events/dt=YYYY-MM-DD/<part>.parquet     what was extracted, typed, with lineage
+    <lake>/clean/events/dt=YYYY-MM-DD/<part>.parquet   what passed validation
+    <lake>/catalog/{users,items}.parquet               latest catalog snapshots
+
+A part is named after the source file it came from, so re-extracting a file replaces exactly its
+rows in every partition it touches (idempotent), and other files' rows are left alone. Each part is
+written beside its final name and renamed into place, so a crash never leaves a half-written part.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features.contracts import EVENTS, C, conform
+
+
+def zone_dir(lake: Path, zone: str) -> Path:
+    """Directory of an event zone (``raw`` or ``clean``)."""
+    return lake / zone / "events"
+
+
+def part_paths(lake: Path, zone: str, part: str) -> list[Path]:
+    """Every partition file of one part in a zone."""
+    return sorted(zone_dir(lake, zone).glob(f"dt=*/{part}.parquet"))
+
+
+def _atomic_write(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_part(lake: Path, zone: str, part: str, events: pa.Table) -> list[Path]:
+    """Replace ``part`` in ``zone`` with ``events``, split by UTC date of ``event_ts``.
+
+    Returns the partition files written (one per date present). A date this part covered before
+    but no longer does loses its file, so a rerun never leaves stale rows behind.
+    """
+    events = conform(events, EVENTS, f"{zone} events part {part!r}")
+    dates = pc.strftime(events.column(C.event_ts), format="%Y-%m-%d")
+    written = []
+    for dt in sorted(pc.unique(dates).to_pylist()):
+        path = zone_dir(lake, zone) / f"dt={dt}" / f"{part}.parquet"
+        _atomic_write(events.filter(pc.equal(dates, dt)), path)
+        written.append(path)
+    for stale in set(part_paths(lake, zone, part)) - set(written):
+        stale.unlink()
+    if not written:
+        # An all-rejected part still leaves a marker so the run knows it was processed.
+        marker = zone_dir(lake, zone) / "dt=__empty__" / f"{part}.parquet"
+        _atomic_write(events, marker)
+        written.append(marker)
+    return written
+
+
+def read_part(lake: Path, zone: str, part: str) -> pa.Table:
+    """All rows of one part in a zone (empty table with the contract schema if none)."""
+    paths = part_paths(lake, zone, part)
+    if not paths:
+        return EVENTS.empty_table()
+    return pa.concat_tables([pq.read_table(p, schema=EVENTS) for p in paths])
+
+
+def parts(lake: Path, zone: str) -> dict[str, float]:
+    """Part name -> newest modification time of its files in ``zone``."""
+    out: dict[str, float] = {}
+    for path in zone_dir(lake, zone).glob("dt=*/*.parquet"):
+        out[path.stem] = max(out.get(path.stem, 0.0), path.stat().st_mtime)
+    return out
+
+
+def events_glob(lake: Path, zone: str) -> str:
+    """Glob DuckDB reads a zone with (``hive_partitioning`` adds ``dt``)."""
+    return str(zone_dir(lake, zone) / "dt=2*" / "*.parquet")
+
+
+def write_catalog(lake: Path, name: str, table: pa.Table) -> Path:
+    """Replace the latest snapshot of a catalog (``users`` or ``items``)."""
+    path = lake / "catalog" / f"{name}.parquet"
+    _atomic_write(table, path)
+    return path
