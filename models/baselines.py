@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -11,6 +12,8 @@ from features.contracts import C
 from models.base import allowed_mask, exclusion_matrix, recommendation_frame
 from models.scoring import top_k
 
+_FILE = "popularity.parquet"
+
 
 @dataclass(frozen=True)
 class PopularityRecommender:
@@ -18,6 +21,20 @@ class PopularityRecommender:
 
     item_ids: pl.Series
     item_scores: np.ndarray
+
+    def save(self, directory: Path) -> Path:
+        """Write ``popularity.parquet`` (item_id, score) into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({C.item_id: self.item_ids, C.score: self.item_scores}).write_parquet(
+            directory / _FILE
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> PopularityRecommender:
+        """Read a baseline written by :meth:`save`."""
+        frame = pl.read_parquet(directory / _FILE)
+        return cls(frame[C.item_id], frame[C.score].to_numpy())
 
     @classmethod
     def fit(cls, interactions: pl.DataFrame) -> PopularityRecommender:

@@ -9,7 +9,7 @@ timestamps (see DESIGN.md: microsecond timestamps make GX ~70x slower).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -41,20 +41,27 @@ def _blank(column: str) -> pl.Expr:
     return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
 
 
+Mostly = Callable[[str], float]
+"""``mostly`` for an expectation on a column: GX counts a column map expectation over the
+column's non-null values, the row split over all rows; see :func:`events_suite`."""
+
+
 @dataclass(frozen=True)
 class RowRule:
     """One reason a row is quarantined: its Polars predicate and its GX expectations."""
 
     reason: str
     violated: Callable[[ValidationParams], pl.Expr]
-    expectations: Callable[[ValidationParams, float], list[gx.expectations.Expectation]]
+    expectations: Callable[[ValidationParams, Mostly], list[gx.expectations.Expectation]]
 
 
-def _not_blank(column: str) -> Callable[[ValidationParams, float], list[gx.expectations.Expectation]]:
-    def build(_: ValidationParams, mostly: float) -> list[gx.expectations.Expectation]:
+def _not_blank(column: str) -> Callable[[ValidationParams, Mostly], list[gx.expectations.Expectation]]:
+    def build(_: ValidationParams, mostly: Mostly) -> list[gx.expectations.Expectation]:
         return [
-            gx.expectations.ExpectColumnValuesToNotBeNull(column=column, mostly=mostly),
-            gx.expectations.ExpectColumnValuesToMatchRegex(column=column, regex=r"\S", mostly=mostly),
+            gx.expectations.ExpectColumnValuesToNotBeNull(column=column, mostly=mostly("")),
+            gx.expectations.ExpectColumnValuesToMatchRegex(
+                column=column, regex=r"\S", mostly=mostly(column)
+            ),
         ]
 
     return build
@@ -67,9 +74,9 @@ ROW_RULES: tuple[RowRule, ...] = (
         "unknown_event_type",
         lambda p: ~pl.col(C.event_type).is_in(list(p.event_types)).fill_null(False),
         lambda p, mostly: [
-            gx.expectations.ExpectColumnValuesToNotBeNull(column=C.event_type, mostly=mostly),
+            gx.expectations.ExpectColumnValuesToNotBeNull(column=C.event_type, mostly=mostly("")),
             gx.expectations.ExpectColumnValuesToBeInSet(
-                column=C.event_type, value_set=list(p.event_types), mostly=mostly
+                column=C.event_type, value_set=list(p.event_types), mostly=mostly(C.event_type)
             ),
         ],
     ),
@@ -78,7 +85,7 @@ ROW_RULES: tuple[RowRule, ...] = (
         lambda p: pl.col(C.event_ts) > p.window_end,
         lambda p, mostly: [
             gx.expectations.ExpectColumnValuesToBeBetween(
-                column=C.event_ts, max_value=pd.Timestamp(p.window_end), mostly=mostly
+                column=C.event_ts, max_value=pd.Timestamp(p.window_end), mostly=mostly(C.event_ts)
             )
         ],
     ),
@@ -86,7 +93,9 @@ ROW_RULES: tuple[RowRule, ...] = (
         "negative_value",
         lambda p: (pl.col(C.value) < 0).fill_null(False),
         lambda p, mostly: [
-            gx.expectations.ExpectColumnValuesToBeBetween(column=C.value, min_value=0, mostly=mostly)
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=C.value, min_value=0, mostly=mostly(C.value)
+            )
         ],
     ),
     RowRule(
@@ -94,7 +103,7 @@ ROW_RULES: tuple[RowRule, ...] = (
         lambda p: ~pl.col(C.item_id).is_in(sorted(p.known_items)).fill_null(False),
         lambda p, mostly: [
             gx.expectations.ExpectColumnValuesToBeInSet(
-                column=C.item_id, value_set=sorted(p.known_items), mostly=mostly
+                column=C.item_id, value_set=sorted(p.known_items), mostly=mostly(C.item_id)
             )
         ],
     ),
@@ -103,15 +112,32 @@ ROW_RULES: tuple[RowRule, ...] = (
         # The first occurrence in ingestion order is kept; later copies are quarantined.
         lambda p: pl.col(C.event_id).is_first_distinct().not_(),
         lambda p, mostly: [
-            gx.expectations.ExpectColumnValuesToBeUnique(column=C.event_id, mostly=mostly)
+            gx.expectations.ExpectColumnValuesToBeUnique(
+                column=C.event_id, mostly=mostly(C.event_id)
+            )
         ],
     ),
 )
 
 
-def events_suite(params: ValidationParams) -> gx.ExpectationSuite:
-    """The GX suite for a batch of new events: schema, non-empty, and every row rule."""
-    mostly = 1.0 - params.max_quarantine_share
+def events_suite(
+    params: ValidationParams, non_null_share: Mapping[str, float] | None = None
+) -> gx.ExpectationSuite:
+    """The GX suite for a batch of new events: schema, non-empty, and every row rule.
+
+    Every row rule may break on at most ``max_quarantine_share`` of the batch's rows. GX measures
+    a column expectation's ``mostly`` over the column's non-null values, so the threshold is
+    rescaled by the column's non-null share (``non_null_share``; 1 when not given): a rule on the
+    mostly-null ``value`` column then fails at the same number of rows as the row split.
+    """
+    shares = non_null_share or {}
+
+    def mostly(column: str) -> float:
+        present = shares.get(column, 1.0) if column else 1.0
+        if present <= 0:
+            return 0.0
+        return max(0.0, 1.0 - params.max_quarantine_share / present)
+
     suite = gx.ExpectationSuite(name="new_events")
     suite.add_expectation(gx.expectations.ExpectTableColumnsToMatchSet(column_set=EVENTS.names))
     suite.add_expectation(gx.expectations.ExpectTableRowCountToBeBetween(min_value=1))
@@ -217,9 +243,9 @@ def validate_events(
     """
     frame = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)
-    outcomes = run_expectations(
-        to_gx_frame(frame.drop(passthrough)), lambda: events_suite(params)
-    )
+    shown = frame.drop(passthrough)
+    non_null = {c: 1.0 - shown[c].null_count() / shown.height for c in shown.columns} if shown.height else {}
+    outcomes = run_expectations(to_gx_frame(shown), lambda: events_suite(params, non_null))
     failures = [
         f"expectation {o.expectation}"
         + (f" on column {o.column!r}" if o.column else "")

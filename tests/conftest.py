@@ -1,0 +1,50 @@
+"""Shared fixtures: synthetic data, the real PostgreSQL server, one Prefect harness."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+POSTGRES_URL = os.environ.get("RECS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The real PostgreSQL server. Skips when it is unreachable, except in CI (CI=true or
+    RECS_REQUIRE_POSTGRES=1), where an unreachable server fails the test instead."""
+    import adbc_driver_postgresql.dbapi as postgresql
+
+    try:
+        with postgresql.connect(POSTGRES_URL) as conn, conn.cursor() as cur:
+            cur.execute("select 1")
+            cur.fetchall()
+    except Exception as exc:  # the driver raises several error types for "cannot connect"
+        if os.environ.get("CI") == "true" or os.environ.get("RECS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required here but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} unreachable ({exc}); start it with pg_ctlcluster")
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect API for the whole session (starting one costs ~10 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``tiny`` synthetic preset written once per session (read-only for tests)."""
+    from pipelines.synthetic import PRESETS, write_landing
+
+    landing = tmp_path_factory.mktemp("tiny") / "landing"
+    write_landing(PRESETS["tiny"], landing)
+    return landing

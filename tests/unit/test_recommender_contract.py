@@ -1,0 +1,140 @@
+"""The contract every recommender passes: deterministic with a seed and one thread, round-trips
+through save/load, handles unknown users, emits k rows per user with ranks 1..k, no duplicates and
+no excluded item. Plus: the hybrid model learns structure the baseline cannot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from features.matrices import training_matrices
+from models.baselines import PopularityRecommender
+from models.evaluate import ranking_metrics
+from models.lightfm_model import LightFMRecommender, train_lightfm
+from models.params import LightFMParams
+
+N_USERS, N_ITEMS = 60, 30
+
+
+def _data(seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Two taste groups: even users (country US) like items 0..14, odd users (DE) 15..29."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(N_USERS):
+        lo = 0 if u % 2 == 0 else 15
+        for i in rng.choice(np.arange(lo, lo + 15), 6, replace=False):
+            rows.append((f"u{u}", f"i{i}", 1.0))
+        rows.append((f"u{u}", "i0", 1.0))  # i0 is popular with everyone
+    interactions = pl.DataFrame(rows, schema=["user_id", "item_id", "weight"], orient="row")
+    interactions = interactions.unique(subset=["user_id", "item_id"], maintain_order=True)
+    users = pl.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in range(N_USERS)] + ["new_us"],
+            "country": ["US" if u % 2 == 0 else "DE" for u in range(N_USERS)] + ["US"],
+            "age_band": [None] * (N_USERS + 1),
+            "device": [None] * (N_USERS + 1),
+        },
+        schema_overrides={"age_band": pl.String, "device": pl.String},
+    )
+    items = pl.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(N_ITEMS)],
+            "category": ["a" if i < 15 else "b" for i in range(N_ITEMS)],
+            "brand": [None] * N_ITEMS,
+            "price_band": [None] * N_ITEMS,
+            "tags": [[] for _ in range(N_ITEMS)],
+        },
+        schema_overrides={"brand": pl.String, "price_band": pl.String, "tags": pl.List(pl.String)},
+    )
+    return interactions, users, items
+
+
+PARAMS = LightFMParams(no_components=8, epochs=15, num_threads=1, random_state=7)
+
+
+def _lightfm() -> LightFMRecommender:
+    inter, users, items = _data()
+    return train_lightfm(training_matrices(inter, users, items), PARAMS)
+
+
+def _popularity() -> PopularityRecommender:
+    return PopularityRecommender.fit(_data()[0])
+
+
+FACTORIES: dict[str, Callable[[], Any]] = {"lightfm": _lightfm, "popularity": _popularity}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def factory(request: pytest.FixtureRequest) -> Callable[[], Any]:
+    return FACTORIES[request.param]
+
+
+def _users(*ids: str) -> pl.DataFrame:
+    users = _data()[1]
+    known = users.filter(pl.col("user_id").is_in(list(ids)))
+    unknown = [i for i in ids if i not in known["user_id"].to_list()]
+    extra = pl.DataFrame({"user_id": unknown}).with_columns(
+        pl.lit(None, pl.String).alias(c) for c in ("country", "age_band", "device")
+    )
+    return pl.concat([known, extra])
+
+
+def test_deterministic_with_seed_and_one_thread(factory: Callable[[], Any]) -> None:
+    users = _users("u0", "u1", "u2")
+    assert factory().recommend(users, 5).equals(factory().recommend(users, 5))
+
+
+def test_round_trips_through_save_and_load(factory: Callable[[], Any], tmp_path: Path) -> None:
+    model = factory()
+    loaded = type(model).load(model.save(tmp_path / "m"))
+    users = _users("u0", "u1", "new_us")
+    assert loaded.recommend(users, 5).equals(model.recommend(users, 5))
+
+
+def test_k_rows_per_user_ranks_one_to_k_no_duplicates_no_excluded(
+    factory: Callable[[], Any],
+) -> None:
+    inter = _data()[0]
+    users = _users("u0", "u1", "u7", "new_us", "stranger")
+    recs = factory().recommend(users, 5, exclude=inter)
+    per_user = recs.group_by("user_id").agg(pl.len(), pl.col("rank").sort(), pl.col("item_id").n_unique())
+    assert sorted(per_user["user_id"]) == sorted(users["user_id"])
+    assert per_user["len"].to_list() == [5] * users.height
+    assert all(r.to_list() == [1, 2, 3, 4, 5] for r in per_user["rank"])
+    assert per_user["item_id"].to_list() == [5] * users.height
+    seen = recs.join(inter, on=["user_id", "item_id"], how="inner")
+    assert seen.height == 0
+    assert set(recs["source"]) <= {"model", "cold_start", "popular"}
+
+
+def test_allowed_items_restricts_the_lists(factory: Callable[[], Any]) -> None:
+    allowed = pl.Series([f"i{i}" for i in range(10)])
+    recs = factory().recommend(_users("u0", "u1"), 4, allowed_items=allowed)
+    assert set(recs["item_id"]) <= set(allowed)
+
+
+def test_unknown_users_get_cold_start_from_attributes() -> None:
+    recs = _lightfm().recommend(_users("u0", "new_us", "stranger"), 5)
+    sources = dict(recs.group_by("user_id").agg(pl.col("source").first()).iter_rows())
+    assert sources == {"u0": "model", "new_us": "cold_start", "stranger": "cold_start"}
+    # a new US user is recommended mostly the US group's items (0..14), from attributes alone
+    new_us = recs.filter(pl.col("user_id") == "new_us")["item_id"].str.slice(1).cast(int)
+    assert (new_us < 15).sum() >= 4
+
+
+def test_hybrid_model_beats_popularity_on_held_out_pairs() -> None:
+    inter, users, items = _data(seed=0)
+    rng = np.random.default_rng(1)
+    mask = rng.random(inter.height) < 0.2
+    train, test = inter.filter(~pl.Series(mask)), inter.filter(pl.Series(mask))
+    model = train_lightfm(training_matrices(train, users, items), PARAMS)
+    pop = PopularityRecommender.fit(train)
+    test_users = users.filter(pl.col("user_id").is_in(test["user_id"].unique().implode()))
+    p_model = ranking_metrics(model.recommend(test_users, 5, exclude=train), test, 5)
+    p_pop = ranking_metrics(pop.recommend(test_users, 5, exclude=train), test, 5)
+    assert p_model["precision_at_5"] > 1.5 * p_pop["precision_at_5"]

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+from pipelines.validate import ROW_RULES, ValidationParams, validate_events
+from tests.factories import T0, event_rows, events_frame
+
+ITEMS = frozenset({"i1", "i2", "i3"})
+
+
+def _params(share: float = 0.5) -> ValidationParams:
+    return ValidationParams(
+        window_end=T0 + timedelta(days=30), known_items=ITEMS, max_quarantine_share=share
+    )
+
+
+def _good(n: int) -> pl.DataFrame:
+    return events_frame(event_rows([(f"u{k}", "i1", "view", k) for k in range(n)]))
+
+
+def _defective(reason: str) -> pl.DataFrame:
+    """Ten good rows, then one row that breaks exactly the rule named ``reason``."""
+    good = _good(10)
+    bad = good.tail(1).with_columns(pl.lit("bad").alias("event_id"))
+    if reason == "missing_user_id":
+        bad = bad.with_columns(pl.lit(None, pl.String).alias("user_id"))
+    elif reason == "missing_item_id":
+        bad = bad.with_columns(pl.lit("  ").alias("item_id"))
+    elif reason == "unknown_event_type":
+        bad = bad.with_columns(pl.lit("hover").alias("event_type"))
+    elif reason == "future_timestamp":
+        bad = bad.with_columns(pl.col("event_ts") + pl.duration(days=400))
+    elif reason == "negative_value":
+        bad = bad.with_columns(pl.lit(-1.0).alias("value"))
+    elif reason == "unknown_item":
+        bad = bad.with_columns(pl.lit("x9").alias("item_id"))
+    elif reason == "duplicate_event_id":
+        bad = good.head(1).with_columns(pl.lit("u-other").alias("user_id"))
+    return pl.concat([good, bad])
+
+
+@pytest.mark.parametrize("reason", [rule.reason for rule in ROW_RULES])
+def test_each_defect_is_quarantined_with_its_reason(reason: str) -> None:
+    batch = _defective(reason)
+    result = validate_events(batch, _params())
+    assert result.counts_by_reason() == {reason: 1}
+    assert result.clean.height + result.quarantined.height == batch.height
+    assert result.success
+    if reason == "duplicate_event_id":  # the first occurrence is kept
+        assert result.quarantined["user_id"].to_list() == ["u-other"]
+
+
+def test_share_over_threshold_fails_naming_the_expectation() -> None:
+    result = validate_events(_defective("unknown_event_type"), _params(share=0.05))
+    assert not result.success
+    text = "\n".join(result.failures)
+    assert "expect_column_values_to_be_in_set on column 'event_type'" in text
+    assert "quarantined share 9.09% exceeds max_quarantine_share 5.00%" in text
+
+
+def test_share_under_threshold_continues() -> None:
+    batch = pl.concat([_good(200), _defective("negative_value").tail(1)])
+    result = validate_events(batch, _params(share=0.01))
+    assert result.success, result.failures
+    assert result.quarantined.height == 1 and result.clean.height == 200
+
+
+def test_empty_batch_fails() -> None:
+    result = validate_events(_good(3).clear(), _params())
+    assert not result.success
+    assert any("expect_table_row_count_to_be_between" in f for f in result.failures)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda f: f.rename({"event_type": "type"}),
+        lambda f: f.with_columns(pl.col("value").cast(pl.String)).drop("session_id"),
+    ],
+    ids=["renamed", "dropped"],
+)
+def test_schema_change_fails_and_nothing_is_clean(change: object) -> None:
+    batch = change(_good(5))  # type: ignore[operator]
+    result = validate_events(batch, _params())
+    assert not result.success
+    assert any("expect_table_columns_to_match_set" in f for f in result.failures)
+    assert result.clean.height == 0 and result.quarantined.height == 5
+
+
+def test_passthrough_columns_reach_both_outputs_but_not_gx() -> None:
+    batch = _defective("unknown_item").with_columns(pl.lit("part-a").alias("_part"))
+    result = validate_events(batch, _params(), passthrough=["_part"])
+    assert result.success  # GX did not see the extra column
+    assert result.clean["_part"].unique().to_list() == ["part-a"]
+    assert result.quarantined["_part"].to_list() == ["part-a"]
