@@ -50,8 +50,12 @@ def register_inputs(
         "create or replace view clean_events as select * from read_parquet("
         f"{_literal(events_glob)}, hive_partitioning = true, union_by_name = true)"
     )
-    con.execute(f"create or replace view users as select * from read_parquet({_literal(str(users))})")
-    con.execute(f"create or replace view items as select * from read_parquet({_literal(str(items))})")
+    con.execute(
+        f"create or replace view users as select * from read_parquet({_literal(str(users))})"
+    )
+    con.execute(
+        f"create or replace view items as select * from read_parquet({_literal(str(items))})"
+    )
 
 
 def register_frames(con: duckdb.DuckDBPyConnection, **frames: Any) -> None:

@@ -118,7 +118,8 @@ def conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise ContractError(
-            f"{name}: missing column(s) {missing}; expected {schema.names}, got {table.column_names}"
+            f"{name}: missing column(s) {missing}; "
+            f"expected {schema.names}, got {table.column_names}"
         )
     arrays = []
     for field in schema:

@@ -37,7 +37,9 @@ def feature_tokens(
     """
     indexed = frame.with_row_index("row")
     parts = [
-        indexed.select("row", token=pl.lit(f"{column}=") + pl.col(column).cast(pl.String)).drop_nulls()
+        indexed.select(
+            "row", token=pl.lit(f"{column}=") + pl.col(column).cast(pl.String)
+        ).drop_nulls()
         for column in attributes
         if column in frame.columns
     ]
@@ -51,8 +53,9 @@ def feature_tokens(
             )
     if warm_ids is not None:
         parts.append(
-            indexed.filter(pl.col(id_column).is_in(warm_ids.implode()))
-            .select("row", token=pl.lit(ID_TOKEN) + pl.col(id_column))
+            indexed.filter(pl.col(id_column).is_in(warm_ids.implode())).select(
+                "row", token=pl.lit(ID_TOKEN) + pl.col(id_column)
+            )
         )
     if not parts:
         return pl.DataFrame(schema={"row": pl.UInt32, "token": pl.String})

@@ -1,1 +1,1 @@
-"""Prefect flows, task wrappers, deployments and the `recs` CLI (the only package that imports Prefect)."""
+"""Prefect flows, task wrappers, deployments and the ``recs`` CLI (the only Prefect user)."""

@@ -144,22 +144,29 @@ def _demo() -> None:
             f.readline()
             sample = f.readline().split(",", 1)[0] or sample
     k = settings.top_k
+    model_p = train.metrics[f"model_precision_at_{k}"]
+    base_p = train.metrics[f"baseline_precision_at_{k}"]
     print(
         f"""
-done. as_of {reports['features'].as_of:%Y-%m-%d}
-  extracted     {extract.rows_written:,} events ({extract.rows_rejected:,} unparseable lines quarantined)
-  validated     {validate.rows_clean:,} clean, {validate.rows_quarantined:,} quarantined {validate.quarantined_by_reason}
-  model         precision@{k} {train.metrics[f'model_precision_at_{k}']:.4f} vs popularity {train.metrics[f'baseline_precision_at_{k}']:.4f}; version {train.model_version} {train.decision}
-  published     {publish.n_rows:,} rows for {publish.n_users:,} users (model version {publish.model_version})
+done. as_of {reports["features"].as_of:%Y-%m-%d}
+  extracted     {extract.rows_written:,} events from {len(extract.parts)} new files, \
+{extract.files_skipped} unchanged skipped ({extract.rows_rejected:,} unparseable lines quarantined)
+  validated     {validate.rows_clean:,} clean, {validate.rows_quarantined:,} quarantined \
+{validate.quarantined_by_reason}
+  model         precision@{k} {model_p:.4f} vs popularity {base_p:.4f}; \
+version {train.model_version} {train.decision}
+  published     {publish.n_rows:,} rows for {publish.n_users:,} users \
+(model version {publish.model_version})
 
 outputs
   lake          {settings.lake}
-  warehouse     {settings.warehouse}   (duckdb {settings.warehouse} -c "from quarantine limit 5")
+  warehouse     {settings.warehouse}
   serving       {settings.serving}
   mlflow        {settings.tracking_uri}
 
 next
   .venv/bin/recs recommend {sample}
+  .venv/bin/recs quarantine
   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000   # http://127.0.0.1:5000
   .venv/bin/prefect server start --port 4200                                    # http://127.0.0.1:4200
 """

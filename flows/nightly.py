@@ -21,12 +21,12 @@ from flows.settings import Settings
 from models.params import LightFMParams
 from models.registry import Tracking
 
-extract_task = task(stages.extract, name="extract-landing")
-validate_task = task(stages.validate, name="validate-events")
-features_task = task(stages.build_features, name="feature-tables")
-train_task = task(stages.train, name="train-lightfm")
-score_task = task(stages.score, name="top-k-recommendations")
-publish_task = task(stages.publish, name="publish-recommendations")
+extract_task = task(name="extract-landing")(stages.extract)
+validate_task = task(name="validate-events")(stages.validate)
+features_task = task(name="feature-tables")(stages.build_features)
+train_task = task(name="train-lightfm")(stages.train)
+score_task = task(name="top-k-recommendations")(stages.score)
+publish_task = task(name="publish-recommendations")(stages.publish)
 
 
 def _paths(settings: Settings) -> stages.Paths:
@@ -103,7 +103,9 @@ def features_flow(as_of: datetime | None = None) -> stages.FeaturesReport:
     settings = Settings()
     paths = _paths(settings)
     as_of = as_of or stages.default_as_of(paths, settings.holdout_days)
-    return features_task(paths, as_of=as_of, holdout_days=settings.holdout_days, top_k=settings.top_k)
+    return features_task(
+        paths, as_of=as_of, holdout_days=settings.holdout_days, top_k=settings.top_k
+    )
 
 
 @flow(name="train")

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Root of lake, warehouse, serving")
     landing_dir: Path | None = Field(None, description="Event exports + catalogs (data/landing)")
     lake_dir: Path | None = Field(None, description="Parquet lake (data/lake)")
-    warehouse_path: Path | None = Field(None, description="DuckDB warehouse (data/warehouse.duckdb)")
+    warehouse_path: Path | None = Field(
+        None, description="DuckDB warehouse (data/warehouse.duckdb)"
+    )
     serving_url: str | None = Field(
         None, description="sqlite:///path or postgresql://... (data/serving.sqlite)"
     )

@@ -22,7 +22,7 @@ from features.contracts import EVENTS, RECOMMENDATIONS, C, ContractError, confor
 from features.matrices import USER_ATTRIBUTES, training_matrices
 from models.baselines import PopularityRecommender
 from models.evaluate import ranking_metrics
-from models.lightfm_model import LightFMRecommender, train_lightfm
+from models.lightfm_model import train_lightfm
 from models.params import LightFMParams
 from models.registry import Tracking, load_champion, log_training_run
 from pipelines import lake, warehouse
@@ -70,7 +70,9 @@ class ExtractReport:
     n_items: int
 
 
-def extract(paths: Paths, *, run_id: str, ingested_at: datetime, force: bool = False) -> ExtractReport:
+def extract(
+    paths: Paths, *, run_id: str, ingested_at: datetime, force: bool = False
+) -> ExtractReport:
     """Landing files -> raw lake; catalogs -> lake snapshots; unparseable lines -> quarantine.
 
     A file already extracted with the same checksum is skipped unless ``force``; a changed file
@@ -104,7 +106,7 @@ def extract(paths: Paths, *, run_id: str, ingested_at: datetime, force: bool = F
             lake.write_part(paths.lake, "raw", part_name(path), result.events)
             if result.rejects.num_rows:
                 warehouse.append(con, "quarantine", result.rejects)
-            for reason, n in pl.from_arrow(result.rejects).group_by(C.reason).len().iter_rows():
+            for reason, n in pl.DataFrame(result.rejects).group_by(C.reason).len().iter_rows():
                 reasons[reason] = reasons.get(reason, 0) + n
             if result.n_read != result.events.num_rows + result.rejects.num_rows:
                 raise AssertionError(f"{path}: rows do not reconcile")
@@ -128,7 +130,14 @@ def extract(paths: Paths, *, run_id: str, ingested_at: datetime, force: bool = F
             written += result.events.num_rows
             rejected += result.rejects.num_rows
     return ExtractReport(
-        parts, skipped, read, written, rejected, dict(sorted(reasons.items())), users.num_rows, items.num_rows
+        parts,
+        skipped,
+        read,
+        written,
+        rejected,
+        dict(sorted(reasons.items())),
+        users.num_rows,
+        items.num_rows,
     )
 
 
@@ -240,8 +249,8 @@ def validate(
         )
     if not result.success:
         raise ValidationError(f"parts {parts}", result.failures)
-    for part, rows in result.clean.partition_by("_part", as_dict=True).items():
-        lake.write_part(paths.lake, "clean", str(part[0]), rows.drop("_part").to_arrow())
+    for key, rows in result.clean.partition_by("_part", as_dict=True).items():
+        lake.write_part(paths.lake, "clean", str(key[0]), rows.drop("_part").to_arrow())
     for part in set(parts) - set(result.clean["_part"].unique().to_list()):
         lake.write_part(paths.lake, "clean", part, EVENTS.empty_table())
     return report
@@ -402,7 +411,11 @@ def train(
         "promoted"
         if promote
         else "not promoted: "
-        + ("did not beat the popularity baseline" if not beats_baseline else "did not beat the champion")
+        + (
+            "did not beat the popularity baseline"
+            if not beats_baseline
+            else "did not beat the champion"
+        )
     )
     logged = log_training_run(
         tracking,
@@ -548,7 +561,9 @@ def publish(
         started_at=started_at,
         published_at=published_at,
     )
-    report = PublishReport(paths.serving_url, run_id, version, pub.n_users, pub.n_rows, pub.checksum)
+    report = PublishReport(
+        paths.serving_url, run_id, version, pub.n_users, pub.n_rows, pub.checksum
+    )
     with warehouse.connect(paths.warehouse) as con:
         row = {k_: [v] for k_, v in asdict(report).items()}
         row["published_at"] = [published_at]
@@ -563,5 +578,7 @@ def latest_recommendations(paths: Paths) -> Path:
         key=lambda p: p.stat().st_mtime,
     )
     if not files:
-        raise FileNotFoundError(f"{paths.lake / 'recommendations'}: nothing scored; run `recs run score`")
+        raise FileNotFoundError(
+            f"{paths.lake / 'recommendations'}: nothing scored; run `recs run score`"
+        )
     return files[-1]

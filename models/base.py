@@ -54,9 +54,7 @@ def exclusion_matrix(
         return None
     coded = pair_indices(exclude.select(C.user_id, C.item_id).unique(), user_ids, item_ids)
     u, i = coded["u"].to_numpy(), coded["i"].to_numpy()
-    return sp.csr_matrix(
-        (np.ones(u.size, np.int8), (u, i)), shape=(user_ids.len(), item_ids.len())
-    )
+    return sp.csr_matrix((np.ones(u.size, np.int8), (u, i)), shape=(user_ids.len(), item_ids.len()))
 
 
 def allowed_mask(allowed_items: pl.Series | None, item_ids: pl.Series) -> np.ndarray | None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 import polars as pl
+from mlflow.pyfunc.model import PythonModel
 
 from models.lightfm_model import LightFMRecommender
 
 ARTIFACT_KEY = "recommender"
 
 
-class RecommenderModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class RecommenderModel(PythonModel):
     """Wraps :class:`LightFMRecommender`; input rows are users (``user_id`` plus optional
     attribute columns), output is one row per user x rank."""
 

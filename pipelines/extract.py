@@ -56,7 +56,8 @@ final as (
             when event_id is null or trim(event_id) = '' then 'missing_event_id'
             when event_ts_text is null then 'missing_event_ts'
             when event_ts is null then 'unparseable_timestamp'
-            when value_type is not null and value_type not in ('NULL', 'DOUBLE', 'BIGINT', 'UBIGINT')
+            when value_type is not null
+                 and value_type not in ('NULL', 'DOUBLE', 'BIGINT', 'UBIGINT')
                 then 'value_not_a_number'
         end as reason
     from typed
@@ -74,7 +75,7 @@ class ExtractResult:
 
     @property
     def n_read(self) -> int:
-        return self.events.num_rows + self.rejects.num_rows
+        return int(self.events.num_rows + self.rejects.num_rows)
 
 
 def file_checksum(path: Path) -> str:
@@ -176,9 +177,9 @@ def read_catalog(path: Path, id_column: str, required: tuple[str, ...] = ()) -> 
             raise ContractError(f"{path}: missing column {column!r}; got {table.column_names}")
     ids = table.column(id_column).cast(pa.string())
     table = table.set_column(table.schema.get_field_index(id_column), id_column, ids)
-    blank = pc.or_kleene(
-        pc.is_null(ids), pc.equal(pc.utf8_trim_whitespace(ids), "")
-    ).fill_null(True)
+    blank = pc.or_kleene(pc.is_null(ids), pc.equal(pc.utf8_trim_whitespace(ids), "")).fill_null(
+        True
+    )
     if pc.any(blank).as_py():
         row = pc.index(blank, True).as_py()
         raise ContractError(f"{path}: row {row + 2} has a blank {id_column!r}")

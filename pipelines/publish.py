@@ -33,7 +33,12 @@ from features.contracts import (
 
 _TYPES = {
     "sqlite": {"text": "text", "int": "integer", "float": "double precision", "ts": "text"},
-    "postgresql": {"text": "text", "int": "integer", "float": "double precision", "ts": "timestamptz"},
+    "postgresql": {
+        "text": "text",
+        "int": "integer",
+        "float": "double precision",
+        "ts": "timestamptz",
+    },
 }
 
 _DDL = {
@@ -108,9 +113,7 @@ def _for_store(store: ServingStore, table: pa.Table) -> pa.Table:
         return table
     # SQLite has no timestamp type: store UTC timestamps as ISO-8601 text.
     columns = [
-        pc.strftime(col, format="%Y-%m-%dT%H:%M:%S.%fZ")
-        if pa.types.is_timestamp(col.type)
-        else col
+        pc.strftime(col, format="%Y-%m-%dT%H:%M:%S.%fZ") if pa.types.is_timestamp(col.type) else col
         for col in table.columns
     ]
     return pa.table(columns, names=table.column_names)
@@ -253,9 +256,14 @@ def _ts(store: ServingStore, value: datetime) -> Any:
 
 def _exists(store: ServingStore, cur: Any, table: str) -> bool:
     if store.dialect == "sqlite":
-        cur.execute("select count(*) from sqlite_master where type = 'table' and name = ?", (table,))
+        cur.execute(
+            "select count(*) from sqlite_master where type = 'table' and name = ?", (table,)
+        )
     else:
-        cur.execute("select count(*) from pg_tables where tablename = $1 and schemaname = current_schema()", (table,))
+        cur.execute(
+            "select count(*) from pg_tables where tablename = $1 and schemaname = current_schema()",
+            (table,),
+        )
     row = cur.fetchone()
     return bool(row and row[0])
 

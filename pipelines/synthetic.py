@@ -97,7 +97,9 @@ class Catalogs:
     items: pl.DataFrame
 
 
-def _skewed_choice(rng: np.random.Generator, preferred: np.ndarray, n_values: int, p: float) -> np.ndarray:
+def _skewed_choice(
+    rng: np.random.Generator, preferred: np.ndarray, n_values: int, p: float
+) -> np.ndarray:
     """Index ``preferred`` with probability ``p``, otherwise a uniform draw from ``n_values``."""
     keep = rng.random(preferred.shape[0]) < p
     return np.where(keep, preferred % n_values, rng.integers(0, n_values, preferred.shape[0]))
@@ -128,7 +130,9 @@ def catalogs(params: GeneratorParams) -> Catalogs:
         }
     )
     iseg = rng.integers(0, s, params.n_items)
-    brand_pick = np.where(rng.random(params.n_items) < 0.7, iseg, rng.integers(0, s, params.n_items))
+    brand_pick = np.where(
+        rng.random(params.n_items) < 0.7, iseg, rng.integers(0, s, params.n_items)
+    )
     tag_a = rng.integers(0, 4, params.n_items)
     tag_b = rng.integers(0, 4, params.n_items)
     tag_seg = np.where(rng.random(params.n_items) < 0.8, iseg, rng.integers(0, s, params.n_items))
@@ -141,7 +145,10 @@ def catalogs(params: GeneratorParams) -> Catalogs:
         {
             "item_id": [f"i{i:05d}" for i in range(params.n_items)],
             "category": np.array(CATEGORIES)[_skewed_choice(rng, iseg, len(CATEGORIES), 0.8)],
-            "brand": [f"brand{b:02d}{k}" for b, k in zip(brand_pick, rng.integers(0, 3, params.n_items), strict=True)],
+            "brand": [
+                f"brand{b:02d}{k}"
+                for b, k in zip(brand_pick, rng.integers(0, 3, params.n_items), strict=True)
+            ],
             "price_band": np.array(PRICE_BANDS)[_skewed_choice(rng, iseg, len(PRICE_BANDS), 0.5)],
             "tags": [f"t{g}a{a}|t{g}b{b}" for g, a, b in zip(tag_seg, tag_a, tag_b, strict=True)],
             "release_day": release,
@@ -154,7 +161,9 @@ def catalogs(params: GeneratorParams) -> Catalogs:
     return Catalogs(users=users, items=items)
 
 
-def _day_events(params: GeneratorParams, cat: Catalogs, day: int, rng: np.random.Generator) -> pl.DataFrame:
+def _day_events(
+    params: GeneratorParams, cat: Catalogs, day: int, rng: np.random.Generator
+) -> pl.DataFrame:
     """Valid events of one day (before defects), one row per event."""
     users, items = cat.users, cat.items
     active_users = np.flatnonzero(users["signup_day"].to_numpy() <= day)
@@ -216,8 +225,9 @@ def _day_events(params: GeneratorParams, cat: Catalogs, day: int, rng: np.random
         user_id=pl.lit("u") + pl.col("u").cast(pl.String).str.zfill(6),
         item_id=pl.lit("i") + pl.col("i").cast(pl.String).str.zfill(5),
         event_type=pl.col("event_type"),
-        event_ts=pl.from_epoch(pl.col("ms") + start_ms, time_unit="ms")
-        .dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        event_ts=pl.from_epoch(pl.col("ms") + start_ms, time_unit="ms").dt.strftime(
+            "%Y-%m-%dT%H:%M:%S%.3fZ"
+        ),
         value=pl.col("value").fill_nan(None),
         session_id=pl.format("s{}-{}", pl.col("u"), pl.lit(day)),
     )
@@ -230,7 +240,9 @@ def _defect_lines(df: pl.DataFrame, n: int, first_kind: int, rng: np.random.Gene
     for k, row in enumerate(rows):
         kind = DEFECT_KINDS[(first_kind + k) % len(DEFECT_KINDS)]
         row = dict(row)
-        row["event_id"] = f"{row['event_id']}-d{k}" if kind != "duplicate_event_id" else row["event_id"]
+        row["event_id"] = (
+            f"{row['event_id']}-d{k}" if kind != "duplicate_event_id" else row["event_id"]
+        )
         if kind == "malformed_json":
             lines.append(json.dumps(row)[: -(5 + k % 7)])
             continue
@@ -258,7 +270,7 @@ def daily_event_lines(params: GeneratorParams, cat: Catalogs) -> Iterator[tuple[
     kind = 0
     for day in range(params.days):
         df = _day_events(params, cat, day, rng)
-        n_defects = int(round(df.height * params.defect_share))
+        n_defects = round(df.height * params.defect_share)
         lines = df.write_ndjson().splitlines()
         if n_defects:
             lines.extend(_defect_lines(df, n_defects, kind, rng))
@@ -301,7 +313,10 @@ def write_landing(params: GeneratorParams, landing_dir: Path) -> GeneratedFiles:
         path = events_dir / f"events-{day.isoformat()}.jsonl.gz"
         tmp = path.with_suffix(".tmp")
         # mtime=0 keeps the gzip bytes (and so the file checksum) identical across reruns.
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3, mtime=0) as gz:
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3, mtime=0) as gz,
+        ):
             gz.write(("\n".join(lines) + "\n").encode())
         tmp.replace(path)
         files.append(path)

@@ -55,7 +55,9 @@ class RowRule:
     expectations: Callable[[ValidationParams, Mostly], list[gx.expectations.Expectation]]
 
 
-def _not_blank(column: str) -> Callable[[ValidationParams, Mostly], list[gx.expectations.Expectation]]:
+def _not_blank(
+    column: str,
+) -> Callable[[ValidationParams, Mostly], list[gx.expectations.Expectation]]:
     def build(_: ValidationParams, mostly: Mostly) -> list[gx.expectations.Expectation]:
         return [
             gx.expectations.ExpectColumnValuesToNotBeNull(column=column, mostly=mostly("")),
@@ -206,6 +208,7 @@ def run_expectations(
     outcomes = []
     for r in result.results:
         config = r.expectation_config
+        assert config is not None  # set on every result of a suite validation
         exc = r.exception_info or {}
         raised = exc.get("raised_exception", False)
         outcomes.append(
@@ -237,14 +240,19 @@ def validate_events(
     """Gate a batch of new events with GX and split it into clean and quarantined rows.
 
     Clean + quarantined always equals the batch. ``passthrough`` columns (bookkeeping such as the
-    lake part a row came from) are carried into both outputs but not shown to GX. The result fails (``success`` is False, with
-    ``failures`` naming each cause) when a table-level expectation fails, a row rule exceeds its
-    ``mostly``, or the quarantined share exceeds ``max_quarantine_share``.
+    lake part a row came from) are carried into both outputs but not shown to GX. The result
+    fails (``success`` is False, with ``failures`` naming each cause) when a table-level
+    expectation fails, a row rule exceeds its ``mostly``, or the quarantined share exceeds
+    ``max_quarantine_share``.
     """
     frame = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)
     shown = frame.drop(passthrough)
-    non_null = {c: 1.0 - shown[c].null_count() / shown.height for c in shown.columns} if shown.height else {}
+    non_null = (
+        {c: 1.0 - shown[c].null_count() / shown.height for c in shown.columns}
+        if shown.height
+        else {}
+    )
     outcomes = run_expectations(to_gx_frame(shown), lambda: events_suite(params, non_null))
     failures = [
         f"expectation {o.expectation}"

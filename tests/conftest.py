@@ -27,7 +27,9 @@ def postgres_url() -> str:
     except Exception as exc:  # the driver raises several error types for "cannot connect"
         if os.environ.get("CI") == "true" or os.environ.get("RECS_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required here but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} unreachable ({exc}); start it with pg_ctlcluster")
+        pytest.skip(
+            f"PostgreSQL at {POSTGRES_URL} unreachable ({exc}); start it with pg_ctlcluster"
+        )
     return POSTGRES_URL
 
 

@@ -1,4 +1,4 @@
-"""One test per features/sql file, on 5-20 hand-written rows with the expected output written out."""
+"""One test per features/sql file: 5-20 hand-written rows, the expected output written out."""
 
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ ITEMS = pl.DataFrame(
 def con() -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect()
     rating = events_frame(event_rows([("u3", "i3", "rating", 41)], value=5.0))
-    events = pl.concat([events_frame(event_rows(EVENTS)), rating.with_columns(pl.lit("r").alias("event_id"))])
+    events = pl.concat(
+        [events_frame(event_rows(EVENTS)), rating.with_columns(pl.lit("r").alias("event_id"))]
+    )
     register_frames(con, clean_events=events, users=USERS, items=ITEMS)
     yield con
     con.close()

@@ -67,7 +67,8 @@ def test_events_are_typed_with_lineage(tmp_path: Path) -> None:
     result = parse_event_file(_write(tmp_path / "a.jsonl", LINES, False), AT, "run-1")
     row = result.events.to_pylist()[0]
     assert row["event_ts"] == datetime(2026, 10, 1, 10, 0, 0, 250000, tzinfo=UTC)
-    assert row["source"] == "a.jsonl" and row["ingested_at"] == AT
+    assert row["source"] == "a.jsonl"
+    assert row["ingested_at"] == AT
     assert result.events.to_pylist()[1]["value"] == 4.0
 
 

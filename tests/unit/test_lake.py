@@ -23,7 +23,9 @@ def test_rewriting_a_part_replaces_it_and_removes_stale_dates(tmp_path: Path) ->
     lake.write_part(tmp_path, "raw", "events-b", TWO_DAYS)
     lake.write_part(tmp_path, "raw", "events-a", ONE_DAY)
     assert lake.read_part(tmp_path, "raw", "events-a").column("user_id").to_pylist() == ["u2"]
-    assert [p.parent.name for p in lake.part_paths(tmp_path, "raw", "events-a")] == ["dt=2026-10-01"]
+    assert [p.parent.name for p in lake.part_paths(tmp_path, "raw", "events-a")] == [
+        "dt=2026-10-01"
+    ]
     # another file's rows in the same partitions are untouched
     assert lake.read_part(tmp_path, "raw", "events-b").num_rows == 2
 

@@ -102,7 +102,9 @@ def test_k_rows_per_user_ranks_one_to_k_no_duplicates_no_excluded(
     inter = _data()[0]
     users = _users("u0", "u1", "u7", "new_us", "stranger")
     recs = factory().recommend(users, 5, exclude=inter)
-    per_user = recs.group_by("user_id").agg(pl.len(), pl.col("rank").sort(), pl.col("item_id").n_unique())
+    per_user = recs.group_by("user_id").agg(
+        pl.len(), pl.col("rank").sort(), pl.col("item_id").n_unique()
+    )
     assert sorted(per_user["user_id"]) == sorted(users["user_id"])
     assert per_user["len"].to_list() == [5] * users.height
     assert all(r.to_list() == [1, 2, 3, 4, 5] for r in per_user["rank"])

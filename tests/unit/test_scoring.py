@@ -7,7 +7,9 @@ import scipy.sparse as sp
 from models.scoring import top_k
 
 
-def _brute(users: np.ndarray, items: np.ndarray, k: int, exclude: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+def _brute(
+    users: np.ndarray, items: np.ndarray, k: int, exclude: np.ndarray, allowed: np.ndarray
+) -> np.ndarray:
     scores = users @ items.T
     scores[exclude] = -np.inf
     scores[:, ~allowed] = -np.inf
@@ -37,4 +39,5 @@ def test_too_few_candidates_pads_with_minus_one() -> None:
     exclude = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 0]]))
     idx, scores = top_k(users, items, 3, exclude=exclude, allowed=np.array([True, True, False]))
     assert idx.tolist() == [[1, -1, -1], [0, 1, -1]]
-    assert scores[0, 0] == 2.0 and np.isneginf(scores[0, 1])
+    assert scores[0, 0] == 2.0
+    assert np.isneginf(scores[0, 1])

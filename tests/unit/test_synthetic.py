@@ -42,8 +42,10 @@ def test_layout_one_gzipped_jsonl_file_per_day_plus_catalogs(tmp_path: Path) -> 
         f"events-2026-10-0{d}.jsonl.gz" for d in range(1, 6)
     ]
     users, items = pl.read_csv(out.users_csv), pl.read_csv(out.items_csv)
-    assert users.height == 200 and users["user_id"].n_unique() == 200
-    assert items.height == 60 and "available" in items.columns
+    assert users.height == 200
+    assert users["user_id"].n_unique() == 200
+    assert items.height == 60
+    assert "available" in items.columns
     assert set(users.columns) >= {"country", "age_band", "device"}
     assert set(items.columns) >= {"category", "brand", "price_band", "tags"}
     with gzip.open(out.event_files[0], "rt") as f:
@@ -51,7 +53,7 @@ def test_layout_one_gzipped_jsonl_file_per_day_plus_catalogs(tmp_path: Path) -> 
     assert set(first) == {
         "event_id", "user_id", "item_id", "event_type", "event_ts", "value", "session_id"
     }  # fmt: skip
-    assert sum(1 for _ in gzip.open(out.event_files[0], "rt")) > 0
+    assert len(gzip.decompress(out.event_files[0].read_bytes()).splitlines()) > 100
 
 
 def test_event_volume_and_funnel_shape() -> None:

@@ -65,7 +65,8 @@ def test_share_under_threshold_continues() -> None:
     batch = pl.concat([_good(200), _defective("negative_value").tail(1)])
     result = validate_events(batch, _params(share=0.01))
     assert result.success, result.failures
-    assert result.quarantined.height == 1 and result.clean.height == 200
+    assert result.quarantined.height == 1
+    assert result.clean.height == 200
 
 
 def test_empty_batch_fails() -> None:
@@ -87,7 +88,8 @@ def test_schema_change_fails_and_nothing_is_clean(change: object) -> None:
     result = validate_events(batch, _params())
     assert not result.success
     assert any("expect_table_columns_to_match_set" in f for f in result.failures)
-    assert result.clean.height == 0 and result.quarantined.height == 5
+    assert result.clean.height == 0
+    assert result.quarantined.height == 5
 
 
 def test_passthrough_columns_reach_both_outputs_but_not_gx() -> None:

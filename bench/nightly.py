@@ -1,0 +1,185 @@
+"""Wall time and peak memory of each stage of the nightly run, per preset.
+
+Each stage runs in a fresh child process so its peak RSS is its own (imports included; the
+``import`` row shows what the libraries alone take). A second table compares the blocked,
+threaded top-K kernel with the plain full-matrix reference (one product, one ``argpartition``),
+both measured in this run. A benchmark, not a test: nothing here asserts on time.
+
+    python -m bench.nightly --presets demo large [--workdir /tmp/recs-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+STAGES = ("generate", "extract", "validate", "features", "train", "score", "publish")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _stage(name: str, preset: str, root: str, queue: Any) -> None:
+    from flows.stages import (
+        Paths,
+        build_features,
+        default_as_of,
+        extract,
+        publish,
+        score,
+        train,
+        validate,
+    )
+    from models.params import LightFMParams
+    from models.registry import Tracking
+    from pipelines.synthetic import PRESETS, write_landing
+
+    base = Path(root)
+    paths = Paths(
+        landing=base / "landing",
+        lake=base / "lake",
+        warehouse=base / "warehouse.duckdb",
+        serving_url=f"sqlite:///{base / 'serving.sqlite'}",
+    )
+    tracking = Tracking(
+        f"sqlite:///{base / 'mlflow.db'}", base / "artifacts", "bench", "bench-lightfm"
+    )
+    now = datetime.now(UTC)
+    before = _rss_mb()
+    start = time.perf_counter()
+    rows: int | str = ""
+    if name == "generate":
+        rows = write_landing(PRESETS[preset], paths.landing).n_lines
+    elif name == "extract":
+        rows = extract(paths, run_id="bench", ingested_at=now).rows_read
+    elif name == "validate":
+        rows = validate(
+            paths, run_id="bench", window_end=now + timedelta(minutes=10),
+            max_quarantine_share=0.01, validated_at=now,
+        ).rows_in  # fmt: skip
+    elif name == "features":
+        report = build_features(paths, as_of=default_as_of(paths, 7), holdout_days=7, top_k=10)
+        rows = report.rows["interactions"]
+    elif name == "train":
+        as_of = default_as_of(paths, 7)
+        report_t = train(
+            paths, tracking, params=LightFMParams(num_threads=2), k=10, run_id="bench", as_of=as_of
+        )
+        rows = int(report_t.metrics["model_n_users"])
+        queue.put(("metrics", report_t.metrics))
+    elif name == "score":
+        rows = score(
+            paths, tracking, k=10, run_id="bench", seen_before=now, generated_at=now,
+            ttl=timedelta(hours=36), num_threads=2,
+        ).n_users  # fmt: skip
+    elif name == "publish":
+        from flows.stages import latest_recommendations
+
+        rows = publish(
+            paths, recommendations=latest_recommendations(paths), k=10, started_at=now,
+            published_at=now,
+        ).n_rows  # fmt: skip
+    queue.put(("stage", (name, time.perf_counter() - start, rows, _rss_mb(), before)))
+
+
+def _in_child(fn: Callable[..., None], *args: Any) -> list[tuple[str, Any]]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=fn, args=(*args, queue))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"{fn.__name__}{args} failed with exit code {proc.exitcode}")
+    out = []
+    while not queue.empty():
+        out.append(queue.get())
+    return out
+
+
+def _imports(queue: Any) -> None:
+    before = _rss_mb()
+    start = time.perf_counter()
+    import flows.stages  # noqa: F401
+
+    queue.put(("stage", ("import", time.perf_counter() - start, "", _rss_mb(), before)))
+
+
+def _scoring(n_users: int, n_items: int, queue: Any) -> None:
+    import numpy as np
+
+    from models.scoring import top_k
+
+    rng = np.random.default_rng(0)
+    users = rng.normal(size=(n_users, 49)).astype(np.float32)
+    items = rng.normal(size=(n_items, 49)).astype(np.float32)
+    start = time.perf_counter()
+    scores = users @ items.T
+    ref = np.argpartition(-scores, 9, axis=1)[:, :10]
+    ref_s = time.perf_counter() - start
+    del scores, ref
+    results = {"reference: full matrix + argpartition, 1 thread": ref_s}
+    for threads in (1, 2):
+        start = time.perf_counter()
+        top_k(users, items, 10, num_threads=threads)
+        results[f"top_k blocked + sorted, {threads} thread(s)"] = time.perf_counter() - start
+    queue.put(("scoring", (n_users, n_items, results)))
+
+
+def run(presets: list[str], workdir: Path) -> None:
+    for preset in presets:
+        root = workdir / preset
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        rows: list[tuple[str, float, Any, float, float]] = []
+        metrics: dict[str, float] = {}
+        for _, value in _in_child(_imports):
+            rows.append(value)
+        for stage in STAGES:
+            for kind, value in _in_child(_stage, stage, preset, str(root)):
+                if kind == "stage":
+                    rows.append(value)
+                else:
+                    metrics = value
+        print(f"\n## nightly stages, preset {preset!r}\n")
+        print("| stage | seconds | rows | rows/s | peak RSS MB | RSS at start MB |")
+        print("|---|--:|--:|--:|--:|--:|")
+        for name, secs, n, peak, before in rows:
+            rate = f"{n / secs:,.0f}" if isinstance(n, int) and secs > 0 else ""
+            count = f"{n:,}" if isinstance(n, int) else ""
+            print(f"| {name} | {secs:.2f} | {count} | {rate} | {peak:.0f} | {before:.0f} |")
+        total = sum(r[1] for r in rows if r[0] not in ("import", "generate"))
+        print(f"\npipeline total (extract..publish): {total:.1f} s")
+        if metrics:
+            model_p, base_p = metrics["model_precision_at_10"], metrics["baseline_precision_at_10"]
+            print(
+                f"precision@10 model {model_p:.4f} vs popularity {base_p:.4f} "
+                f"(ratio {model_p / base_p:.2f})"
+            )
+    for n_users, n_items in ((5000, 1000), (53_424, 10_000)):
+        ((_, (nu, ni, results)),) = _in_child(_scoring, n_users, n_items)
+        ref = results["reference: full matrix + argpartition, 1 thread"]
+        print(f"\n## top-10 scoring kernel, {nu:,} users x {ni:,} items\n")
+        print("| method | seconds | speed vs reference |")
+        print("|---|--:|--:|")
+        for method, secs in results.items():
+            print(f"| {method} | {secs:.2f} | {ref / secs:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--presets", nargs="+", default=["demo"], choices=["tiny", "demo", "large"])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/recs-bench"))
+    args = parser.parse_args()
+    run(args.presets, args.workdir)
+
+
+if __name__ == "__main__":
+    main()

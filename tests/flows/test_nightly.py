@@ -1,0 +1,141 @@
+"""The nightly flow end to end on the ``tiny`` preset, every stage real (Prefect, GX, DuckDB,
+LightFM, MLflow, SQLite), under the session's one Prefect harness."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, tiny_landing: Path) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("nightly")
+    shutil.copytree(tiny_landing, root / "landing")
+    return {
+        "RECS_DATA_DIR": str(root),
+        "RECS_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "RECS_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts"),
+        "RECS_HOLDOUT_DAYS": "4",
+    }
+
+
+@pytest.fixture(scope="module")
+def first_run(env: dict[str, str], prefect_harness: None) -> dict[str, Any]:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        from flows.nightly import nightly_flow
+
+        return nightly_flow()
+
+
+def _serving(env: dict[str, str]) -> sqlite3.Connection:
+    return sqlite3.connect(Path(env["RECS_DATA_DIR"]) / "serving.sqlite")
+
+
+def test_every_record_is_accounted_for(first_run: dict[str, Any], tiny_landing: Path) -> None:
+    import gzip
+
+    lines = sum(
+        len(gzip.decompress(p.read_bytes()).splitlines())
+        for p in (tiny_landing / "events").glob("*.jsonl.gz")
+    )
+    ex, va = first_run["extract"], first_run["validate"]
+    assert ex.rows_read == lines == ex.rows_written + ex.rows_rejected
+    assert va.rows_in == ex.rows_written == va.rows_clean + va.rows_quarantined
+    assert ex.rows_rejected > 0
+    assert va.rows_quarantined > 0
+    assert set(ex.rejected_by_reason) == {"malformed_json", "unparseable_timestamp"}
+    assert set(va.quarantined_by_reason) == {
+        "missing_user_id", "missing_item_id", "unknown_event_type", "future_timestamp",
+        "negative_value", "duplicate_event_id", "unknown_item",
+    }  # fmt: skip
+
+
+def test_serving_table_has_k_unseen_items_for_every_user_with_history(
+    first_run: dict[str, Any], env: dict[str, str]
+) -> None:
+    as_of = first_run["features"].as_of
+    lake = Path(env["RECS_DATA_DIR"]) / "lake" / "clean" / "events" / "dt=2*" / "*.parquet"
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    history = {
+        u for (u,) in con.execute(
+            "select distinct user_id from read_parquet(?) where event_ts < ?", [str(lake), as_of]
+        ).fetchall()
+    }  # fmt: skip
+    seen = set(
+        con.execute("select distinct user_id, item_id from read_parquet(?)", [str(lake)]).fetchall()
+    )
+    with _serving(env) as db:
+        rows = db.execute("select user_id, rank, item_id, source from recommendations").fetchall()
+    per_user: dict[str, list[int]] = {}
+    for user, rank, _, _ in rows:
+        per_user.setdefault(user, []).append(rank)
+    assert history <= per_user.keys()
+    assert all(sorted(r) == list(range(1, 11)) for r in per_user.values())
+    assert not [(u, i) for u, _, i, _ in rows if (u, i) in seen]
+    assert {s for *_, s in rows} <= {"model", "cold_start", "popular"}
+
+
+def test_mlflow_holds_the_run_metrics_and_champion(
+    first_run: dict[str, Any], env: dict[str, str]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    train = first_run["train"]
+    client = MlflowClient(tracking_uri=env["RECS_MLFLOW_TRACKING_URI"])
+    run = client.get_run(train.mlflow_run_id)
+    for who in ("model", "baseline"):
+        for metric in ("precision_at_10", "recall_at_10", "ndcg_at_10"):
+            assert f"{who}_{metric}" in run.data.metrics
+    assert run.data.params["lightfm_loss"] == "warp"
+    assert train.promoted, train.decision
+    champion = client.get_model_version_by_alias("recs-lightfm", "champion")
+    assert str(champion.version) == train.model_version == first_run["publish"].model_version
+
+
+def test_rerun_is_idempotent_and_keeps_an_equal_champion(
+    first_run: dict[str, Any], env: dict[str, str]
+) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        from flows.nightly import nightly_flow
+
+        second = nightly_flow()
+    assert second["extract"].parts == []
+    assert second["extract"].files_skipped > 0
+    assert second["validate"].rows_in == 0
+    assert second["features"].rows == first_run["features"].rows
+    # the same data gives the same model (one thread, fixed seed): it does not beat the champion
+    assert not second["train"].promoted
+    assert "did not beat the champion" in second["train"].decision
+    assert second["publish"].n_rows == first_run["publish"].n_rows
+
+
+def test_cli_recommend_reads_the_serving_store(
+    first_run: dict[str, Any],
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with _serving(env) as db:
+        (user,) = db.execute(
+            "select user_id from recommendations where source = 'model' limit 1"
+        ).fetchone()
+    from flows.cli import main
+
+    assert main(["recommend", user]) == 0
+    out = capsys.readouterr().out
+    assert f"recommendations for {user} (model)" in out
+    assert len([line for line in out.splitlines() if line.strip().endswith("model")]) == 10

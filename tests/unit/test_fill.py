@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import polars as pl
+
+from flows.stages import fill_to_k
+
+
+def _recs(rows: list[tuple[str, int, str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows, schema=["user_id", "rank", "item_id", "source"], orient="row"
+    ).with_columns(pl.col("rank").cast(pl.Int32), score=pl.lit(1.0))
+
+
+def test_fill_to_k_tops_up_from_fallback_without_repeating_items() -> None:
+    primary = _recs([("a", 1, "x", "model"), ("b", 1, "y", "model"), ("b", 2, "z", "model")])
+    fallback = _recs([(u, r, i, "popular") for u in "abc" for r, i in enumerate("xyz", 1)])
+    got = fill_to_k(primary, fallback, 2).select("user_id", "rank", "item_id", "source")
+    assert got.sort("user_id", "rank").rows() == [
+        ("a", 1, "x", "model"),
+        ("a", 2, "y", "popular"),
+        ("b", 1, "y", "model"),
+        ("b", 2, "z", "model"),
+        ("c", 1, "x", "popular"),
+        ("c", 2, "y", "popular"),
+    ]
