@@ -57,7 +57,10 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
     start = time.perf_counter()
     rows: int | str = ""
     if name == "generate":
-        rows = write_landing(PRESETS[preset], paths.landing).n_lines
+        # Data ending yesterday, as `recs generate` writes it: later events would be "future".
+        params = PRESETS[preset]
+        params = params.model_copy(update={"start": now.date() - timedelta(days=params.days)})
+        rows = write_landing(params, paths.landing).n_lines
     elif name == "extract":
         rows = extract(paths, run_id="bench", ingested_at=now).rows_read
     elif name == "validate":
@@ -84,9 +87,8 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
         from flows.stages import latest_recommendations
 
         rows = publish(
-            paths, recommendations=latest_recommendations(paths), k=10, started_at=now,
-            published_at=now,
-        ).n_rows  # fmt: skip
+            paths, recommendations=latest_recommendations(paths), k=10, clock=lambda: now
+        ).n_rows
     queue.put(("stage", (name, time.perf_counter() - start, rows, _rss_mb(), before)))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 # loaded 2-core machine (it takes 10-18 s).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 STAGES = ("nightly", "extract", "validate", "features", "train", "score", "publish")
 

@@ -139,10 +139,9 @@ def publish_flow(recommendations: Path | None = None) -> stages.PublishReport:
     """Swap the scored lists into the serving store atomically (default: the latest scored)."""
     settings = Settings()
     paths = _paths(settings)
-    started = _now()
     return publish_task(
         paths, recommendations=recommendations or stages.latest_recommendations(paths),
-        k=settings.top_k, started_at=started, published_at=_now(),
+        k=settings.top_k, clock=_now,
     )  # fmt: skip
 
 

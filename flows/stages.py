@@ -7,6 +7,7 @@ one-line wrapper. Nothing here imports Prefect; clocks and run ids are passed in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -541,7 +542,7 @@ class PublishReport:
 
 
 def publish(
-    paths: Paths, *, recommendations: Path, k: int, started_at: datetime, published_at: datetime
+    paths: Paths, *, recommendations: Path, k: int, clock: Callable[[], datetime]
 ) -> PublishReport:
     """Check the scored lists and swap them, with the popular lists, into the serving store."""
     table = pq.read_table(recommendations)
@@ -558,15 +559,14 @@ def publish(
         popular.to_arrow(),
         run_id=run_id,
         model_version=version,
-        started_at=started_at,
-        published_at=published_at,
+        clock=clock,
     )
     report = PublishReport(
         paths.serving_url, run_id, version, pub.n_users, pub.n_rows, pub.checksum
     )
     with warehouse.connect(paths.warehouse) as con:
         row = {k_: [v] for k_, v in asdict(report).items()}
-        row["published_at"] = [published_at]
+        row["published_at"] = [clock()]
         warehouse.append(con, "publications", pa.table(row))
     return report
 

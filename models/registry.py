@@ -6,6 +6,7 @@ Registry stages are gone in MLflow 3; the serving model is the version with alia
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 import mlflow
 from models.lightfm_model import LightFMRecommender
 from models.pyfunc import ARTIFACT_KEY, RecommenderModel
+
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+"""The models-from-code file MLflow logs and runs on load."""
 
 CHAMPION = "champion"
 
@@ -118,11 +122,13 @@ def log_training_run(
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.set_tags({**tags, "promoted": str(promote).lower()})
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            # The signature is given; an input example would only re-run the model at log time.
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
             path = recommender.save(Path(tmp) / "recommender")
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=RecommenderModel(),
+                python_model=str(ENTRY),
                 artifacts={ARTIFACT_KEY: str(path)},
                 signature=_SIGNATURE,
                 # Explicit requirements: inferring them starts a subprocess and takes seconds.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -187,12 +187,12 @@ def publish_recommendations(
     *,
     run_id: str,
     model_version: str,
-    started_at: datetime,
-    published_at: datetime,
+    clock: Callable[[], datetime],
 ) -> Publication:
     """Replace the serving tables atomically and record the publication.
 
     Args:
+        clock: returns the current UTC time (the start and the commit are stamped with it).
         recommendations: rows of the ``RECOMMENDATIONS`` contract (already checked).
         popular_items: rows of the ``POPULAR_ITEMS`` contract (fallback for unknown users).
     """
@@ -200,6 +200,7 @@ def publish_recommendations(
         "recommendations": conform(recommendations, RECOMMENDATIONS, "recommendations"),
         "popular_items": conform(popular_items, POPULAR_ITEMS, "popular_items"),
     }
+    started_at = clock()
     recs = tables["recommendations"]
     publication = Publication(
         run_id=run_id,
@@ -236,7 +237,7 @@ def publish_recommendations(
                         publication.n_rows,
                         publication.checksum,
                         _ts(store, started_at),
-                        _ts(store, published_at),
+                        _ts(store, clock()),
                     ),
                 )
             conn.commit()

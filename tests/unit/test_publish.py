@@ -68,9 +68,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServingSto
 
 def _publish(store: ServingStore, recs: pa.Table, version: str) -> None:
     publish_recommendations(
-        store, recs, POPULAR, run_id=f"run-{version}", model_version=version,
-        started_at=AT, published_at=AT,
-    )  # fmt: skip
+        store, recs, POPULAR, run_id=f"run-{version}", model_version=version, clock=lambda: AT
+    )
 
 
 def _all(store: ServingStore) -> pa.Table:

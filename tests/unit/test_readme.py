@@ -16,4 +16,5 @@ def test_configuration_table_lists_every_setting() -> None:
 
 def test_quickstart_shows_the_two_commands() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
-    assert "make demo" in readme and "make test" in readme
+    assert "make demo" in readme
+    assert "make test" in readme

@@ -1,0 +1,54 @@
+"""MLflow for real (a temporary sqlite store): log, register, promote, load the champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import mlflow
+from models.registry import Tracking, load_champion, log_training_run
+from tests.unit.test_recommender_contract import _lightfm
+
+
+@pytest.fixture
+def tracking(tmp_path: Path) -> Tracking:
+    return Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", "exp", "recs")
+
+
+def _log(tracking: Tracking, promote: bool) -> str:
+    logged = log_training_run(
+        tracking, _lightfm(), run_name="r", params={"k": 10},
+        metrics={"model_precision_at_10": 0.2}, tags={"decision": "x"}, promote=promote,
+    )  # fmt: skip
+    return logged.version
+
+
+def test_no_champion_before_the_first_promotion(tracking: Tracking) -> None:
+    assert load_champion(tracking) is None
+    _log(tracking, promote=False)
+    assert load_champion(tracking) is None
+
+
+def test_promotion_moves_the_alias_and_the_pyfunc_serves_lists(tracking: Tracking) -> None:
+    first = _log(tracking, promote=True)
+    _log(tracking, promote=False)
+    champion = load_champion(tracking)
+    assert champion is not None
+    assert champion.version == first
+    third = _log(tracking, promote=True)
+    champion = load_champion(tracking)
+    assert champion is not None
+    assert champion.version == third
+
+    model = mlflow.pyfunc.load_model("models:/recs@champion")
+    out = model.predict(pd.DataFrame({"user_id": ["u0", "someone-new"]}), params={"k": 3})
+    assert out["rank"].tolist() == [1, 2, 3, 1, 2, 3]
+    assert out.groupby("user_id")["source"].first().to_dict() == {
+        "someone-new": "cold_start",
+        "u0": "model",
+    }
+    run = mlflow.get_run(champion.run_id)
+    assert run.data.tags["promoted"] == "true"
+    assert run.data.metrics["model_precision_at_10"] == 0.2
