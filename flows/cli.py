@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("stage", choices=STAGES)
     run.add_argument("--as-of", type=_as_of, help="ISO date/time (UTC); nightly, features, train")
     run.add_argument("--force", action="store_true", help="extract: re-read unchanged files")
+    run.add_argument("--since", type=date.fromisoformat, help="backfill from this date (extract)")
+    run.add_argument("--until", type=date.fromisoformat, help="backfill up to this date (extract)")
 
     rec = sub.add_parser("recommend", help="print a user's list from the serving store")
     rec.add_argument("user_id")
@@ -73,9 +75,11 @@ def _run(args: argparse.Namespace) -> Any:
 
     match args.stage:
         case "nightly":
-            return nightly.nightly_flow(as_of=args.as_of, force_extract=args.force)
+            return nightly.nightly_flow(
+                as_of=args.as_of, force_extract=args.force, since=args.since, until=args.until
+            )
         case "extract":
-            return nightly.extract_flow(force=args.force)
+            return nightly.extract_flow(force=args.force, since=args.since, until=args.until)
         case "validate":
             return nightly.validate_flow()
         case "features":
@@ -130,10 +134,10 @@ def _demo() -> None:
     from flows.nightly import nightly_flow
     from flows.settings import Settings
     from flows.stages import ExtractReport
-    from pipelines.extract import landing_event_files
+    from pipelines.sources import FileSource
 
     settings = Settings()
-    if not landing_event_files(settings.landing):
+    if not FileSource().files(settings.landing / "events"):
         _generate(_parser().parse_args(["generate", "--preset", "demo"]))
     reports = nightly_flow()
     extract: ExtractReport = reports["extract"]
@@ -150,8 +154,8 @@ def _demo() -> None:
     print(
         f"""
 done. as_of {reports["features"].as_of:%Y-%m-%d}
-  extracted     {extract.rows_written:,} events from {len(extract.parts)} new files, \
-{extract.files_skipped} unchanged skipped ({extract.rows_rejected:,} unparseable lines quarantined)
+  extracted     {extract.rows_written:,} events into {len(extract.units)} partition files, \
+{extract.files_skipped} unchanged files skipped ({extract.rows_rejected:,} records quarantined)
   validated     {validate.rows_clean:,} clean, {validate.rows_quarantined:,} quarantined \
 {validate.quarantined_by_reason}
   model         precision@{k} {model_p:.4f} vs popularity {base_p:.4f}; \

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,24 +57,31 @@ def _now() -> datetime:
 
 
 @flow(name="extract")
-def extract_flow(force: bool = False) -> stages.ExtractReport:
-    """Extract new landing files into the raw lake (Parquet, partitioned by event date).
+def extract_flow(
+    force: bool = False, since: date | None = None, until: date | None = None
+) -> stages.ExtractReport:
+    """Extract what is new in every source into the raw lake (Parquet, partitioned by event date).
 
-    Files already extracted with the same checksum are skipped unless ``force``. Unparseable
-    lines go to the warehouse ``quarantine`` table with a reason.
+    Files already extracted with the same checksum are skipped unless ``force``; database sources
+    read from their watermark minus the lookback. A backfill sets ``since``/``until`` (dates,
+    inclusive): files dated in the range and database rows in it are read again. Records that
+    cannot be typed go to the warehouse ``quarantine`` table with a reason.
     """
     settings = Settings()
-    report = extract_task(_paths(settings), run_id=_run_id(), ingested_at=_now(), force=force)
+    report = extract_task(
+        _paths(settings), sources=settings.sources, run_id=_run_id(), ingested_at=_now(),
+        force=force, since=since, until=until,
+    )  # fmt: skip
     get_run_logger().info(
-        "extracted %d parts: read %d, written %d, rejected %d %s (skipped %d unchanged files)",
-        len(report.parts), report.rows_read, report.rows_written, report.rows_rejected,
+        "extracted %d partition files: read %d, written %d, rejected %d %s (%d unchanged files)",
+        len(report.units), report.rows_read, report.rows_written, report.rows_rejected,
         report.rejected_by_reason, report.files_skipped,
     )  # fmt: skip
     return report
 
 
 @flow(name="validate")
-def validate_flow(parts: list[str] | None = None) -> stages.ValidateReport:
+def validate_flow(units: list[str] | None = None) -> stages.ValidateReport:
     """Gate new raw parts with Great Expectations; clean rows to the clean zone, the rest to
     quarantine. Fails, naming the expectations, when the batch is bad as a whole."""
     settings = Settings()
@@ -84,7 +91,7 @@ def validate_flow(parts: list[str] | None = None) -> stages.ValidateReport:
         run_id=_run_id(),
         window_end=now + timedelta(minutes=settings.clock_skew_minutes),
         max_quarantine_share=settings.max_quarantine_share,
-        parts=parts,
+        units=units,
         validated_at=now,
     )
     get_run_logger().info(
@@ -159,7 +166,11 @@ def _summary(reports: dict[str, Any]) -> str:
 
 @flow(name="nightly-recommendations", log_prints=True)
 def nightly_flow(
-    as_of: datetime | None = None, force_extract: bool = False, params: LightFMParams | None = None
+    as_of: datetime | None = None,
+    force_extract: bool = False,
+    params: LightFMParams | None = None,
+    since: date | None = None,
+    until: date | None = None,
 ) -> dict[str, Any]:
     """The nightly run: extract -> validate -> features -> train -> score -> publish.
 
@@ -168,9 +179,11 @@ def nightly_flow(
             Default: midnight ``holdout_days`` before the end of the clean data.
         force_extract: re-extract landing files even if their checksum is unchanged.
         params: LightFM hyperparameters (default: ``LightFMParams()``).
+        since: backfill: re-extract data from this date (inclusive).
+        until: backfill: re-extract data up to this date (inclusive).
     """
     reports: dict[str, Any] = {}
-    reports["extract"] = extract_flow(force=force_extract)
+    reports["extract"] = extract_flow(force=force_extract, since=since, until=until)
     reports["validate"] = validate_flow()
     reports["features"] = features_flow(as_of=as_of)
     reports["train"] = train_flow(as_of=reports["features"].as_of, params=params)

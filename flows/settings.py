@@ -18,7 +18,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipelines.sources import FileSource, Source
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_sources() -> list[Source]:
+    return [FileSource()]
 
 
 class Settings(BaseSettings):
@@ -47,6 +53,10 @@ class Settings(BaseSettings):
     clock_skew_minutes: int = Field(10, ge=0, description="Allowed future drift of event_ts")
     recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")
     num_threads: int = Field(2, ge=1, description="LightFM training / scoring threads")
+    sources: list[Source] = Field(
+        default_factory=_default_sources,
+        description="Event sources (default: JSON lines in <landing>/events)",
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

@@ -7,9 +7,9 @@ one-line wrapper. Nothing here imports Prefect; clocks and run ids are passed in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,17 @@ from models.params import LightFMParams
 from models.registry import Tracking, load_champion, log_training_run
 from pipelines import lake, warehouse
 from pipelines.extract import (
+    SourceReport,
+    extract_file,
+    extract_postgres,
     file_checksum,
-    landing_event_files,
-    parse_event_file,
+    file_date,
+    postgres_window,
     quarantine_rows,
     read_catalog,
 )
 from pipelines.publish import ServingStore, check_recommendations, publish_recommendations
+from pipelines.sources import FileSource, PostgresSource, Typed
 from pipelines.validate import ValidationError, ValidationParams, validate_events
 
 
@@ -59,87 +63,159 @@ def part_name(path: Path) -> str:
 
 @dataclass(frozen=True)
 class ExtractReport:
-    """Counts of one extraction; ``rows_read == rows_written + rows_rejected``."""
+    """Counts of one extraction over all sources; ``rows_read == rows_written + rows_rejected``."""
 
-    parts: list[str]
-    files_skipped: int
-    rows_read: int
-    rows_written: int
-    rows_rejected: int
-    rejected_by_reason: dict[str, int]
+    sources: list[SourceReport]
     n_users: int
     n_items: int
 
+    @property
+    def units(self) -> list[str]:
+        return [u for s in self.sources for u in s.units]
+
+    @property
+    def files_skipped(self) -> int:
+        return sum(s.files_skipped for s in self.sources)
+
+    @property
+    def rows_read(self) -> int:
+        return sum(s.rows_read for s in self.sources)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(s.rows_written for s in self.sources)
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(s.rows_rejected for s in self.sources)
+
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.sources:
+            for reason, n in s.rejected_by_reason.items():
+                out[reason] = out.get(reason, 0) + n
+        return dict(sorted(out.items()))
+
+
+def _manifest_row(
+    run_id: str, source: str, file: str, checksum: str | None, report: SourceReport | Typed,
+    at: datetime, low: datetime | None = None, high: datetime | None = None, backfill: bool = False,
+) -> pa.Table:  # fmt: skip
+    if isinstance(report, Typed):
+        read, written, rejected = report.n_read, report.events.num_rows, report.rejects.num_rows
+    else:
+        read, written, rejected = report.rows_read, report.rows_written, report.rows_rejected
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.table(
+        {
+            "run_id": [run_id],
+            "source": [source],
+            "file": [file],
+            "checksum": pa.array([checksum], pa.string()),
+            "watermark_low": pa.array([low], ts),
+            "watermark_high": pa.array([high], ts),
+            "backfill": [backfill],
+            "rows_read": [read],
+            "rows_written": [written],
+            "rows_rejected": [rejected],
+            "extracted_at": pa.array([at], ts),
+        }
+    )
+
 
 def extract(
-    paths: Paths, *, run_id: str, ingested_at: datetime, force: bool = False
+    paths: Paths,
+    *,
+    sources: Sequence[FileSource | PostgresSource],
+    run_id: str,
+    ingested_at: datetime,
+    force: bool = False,
+    since: date | None = None,
+    until: date | None = None,
 ) -> ExtractReport:
-    """Landing files -> raw lake; catalogs -> lake snapshots; unparseable lines -> quarantine.
+    """Sources -> raw lake; catalogs -> lake snapshots; untypeable records -> quarantine.
 
-    A file already extracted with the same checksum is skipped unless ``force``; a changed file
-    replaces its rows in every partition it touches.
+    A file already extracted with the same checksum is skipped unless ``force`` or (backfill) its
+    name carries a date in ``[since, until]``. A database source reads from its last watermark minus
+    its lookback, or exactly ``[since, until]`` for a backfill (the watermark is then kept).
     """
     users = read_catalog(paths.landing / "users.csv", C.user_id)
     items = read_catalog(paths.landing / "items.csv", C.item_id, required=(C.available,))
-    lake.write_catalog(paths.lake, "users", users)
-    lake.write_catalog(paths.lake, "items", items)
-    files = landing_event_files(paths.landing)
-    if not files:
-        raise FileNotFoundError(
-            f"{paths.landing / 'events'}: no event files ({', '.join(('*.jsonl', '*.jsonl.gz'))}); "
-            "run `recs generate` or drop exports there"
-        )
+    for name, table in (("users", users), ("items", items)):
+        lake.write_catalog(paths.lake, name, table, run_id=run_id)
+    backfill = since is not None or until is not None
+    reports = []
     with warehouse.connect(paths.warehouse) as con:
-        done: dict[str, str] = {}
+        done: dict[tuple[str, str], str] = {}
+        watermarks: dict[str, datetime] = {}
         if warehouse.table_exists(con, "extractions"):
             rows = con.execute(
-                "select file, arg_max(checksum, extracted_at) from extractions group by file"
+                "select source, file, arg_max(checksum, extracted_at) from extractions "
+                "where checksum is not null group by all"
             ).fetchall()
-            done = {str(f): str(c) for f, c in rows}
-        parts, skipped, read, written, rejected = [], 0, 0, 0, 0
-        reasons: dict[str, int] = {}
-        for path in files:
-            checksum = file_checksum(path)
-            if not force and done.get(path.name) == checksum:
-                skipped += 1
-                continue
-            result = parse_event_file(path, ingested_at, run_id)
-            lake.write_part(paths.lake, "raw", part_name(path), result.events)
-            if result.rejects.num_rows:
-                warehouse.append(con, "quarantine", result.rejects)
-            for reason, n in pl.DataFrame(result.rejects).group_by(C.reason).len().iter_rows():
-                reasons[reason] = reasons.get(reason, 0) + n
-            if result.n_read != result.events.num_rows + result.rejects.num_rows:
-                raise AssertionError(f"{path}: rows do not reconcile")
-            warehouse.append(
-                con,
-                "extractions",
-                pa.table(
-                    {
-                        "run_id": [run_id],
-                        "file": [path.name],
-                        "checksum": [checksum],
-                        "rows_read": [result.n_read],
-                        "rows_written": [result.events.num_rows],
-                        "rows_rejected": [result.rejects.num_rows],
-                        "extracted_at": pa.array([ingested_at], pa.timestamp("us", tz="UTC")),
-                    }
-                ),
-            )
-            parts.append(part_name(path))
-            read += result.n_read
-            written += result.events.num_rows
-            rejected += result.rejects.num_rows
-    return ExtractReport(
-        parts,
-        skipped,
-        read,
-        written,
-        rejected,
-        dict(sorted(reasons.items())),
-        users.num_rows,
-        items.num_rows,
-    )
+            done = {(str(s), str(f)): str(c) for s, f, c in rows}
+            marks = con.execute(
+                "select source, max(watermark_high) from extractions "
+                "where not backfill and watermark_high is not null group by source"
+            ).fetchall()
+            watermarks = {str(s): w for s, w in marks}
+        for source in sources:
+            if isinstance(source, FileSource):
+                report = SourceReport(source.name)
+                files = source.files(paths.landing / "events")
+                if not files:
+                    raise FileNotFoundError(
+                        f"source {source.name!r}: no files matching {source.patterns()} in "
+                        f"{source.path or paths.landing / 'events'}; run `recs generate`, "
+                        "`recs import ...` or drop exports there"
+                    )
+                for path in files:
+                    checksum = file_checksum(path)
+                    day = file_date(path)
+                    in_range = (
+                        backfill
+                        and day is not None
+                        and ((since is None or day >= since) and (until is None or day <= until))
+                    )
+                    if not (force or in_range) and done.get((source.name, path.name)) == checksum:
+                        report.files_skipped += 1
+                        continue
+                    typed, units = extract_file(
+                        path, source, paths.lake, ingested_at=ingested_at, run_id=run_id
+                    )
+                    report.add(typed, str(path))
+                    report.units.extend(units)
+                    report.files_read += 1
+                    if typed.rejects.num_rows:
+                        warehouse.append(con, "quarantine", typed.rejects)
+                    warehouse.append(
+                        con, "extractions",
+                        _manifest_row(run_id, source.name, path.name, checksum, typed, ingested_at),
+                    )  # fmt: skip
+            else:
+                if backfill:
+                    low = _midnight(since) if since else None
+                    high = _midnight(until) + timedelta(days=1) if until else ingested_at
+                else:
+                    lookback = timedelta(hours=source.lookback_hours)
+                    low, high = postgres_window(watermarks.get(source.name), lookback, ingested_at)
+                report, rejects = extract_postgres(
+                    source, paths.lake, low=low, high=high, ingested_at=ingested_at, run_id=run_id
+                )
+                if rejects.num_rows:
+                    warehouse.append(con, "quarantine", rejects)
+                warehouse.append(
+                    con, "extractions",
+                    _manifest_row(run_id, source.name, source.table, None, report, ingested_at,
+                                  low, high, backfill),
+                )  # fmt: skip
+            reports.append(report)
+    return ExtractReport(reports, users.num_rows, items.num_rows)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +226,7 @@ def extract(
 class ValidateReport:
     """Counts of one validation; ``rows_in == rows_clean + rows_quarantined``."""
 
-    parts: list[str]
+    units: list[str]
     rows_in: int
     rows_clean: int
     rows_quarantined: int
@@ -160,38 +236,32 @@ class ValidateReport:
     failures: list[str] = field(default_factory=list)
 
 
-def pending_parts(lake_dir: Path) -> list[str]:
-    """Raw parts without a clean counterpart, or newer than it."""
-    raw, clean = lake.parts(lake_dir, "raw"), lake.parts(lake_dir, "clean")
-    return sorted(p for p, mtime in raw.items() if p not in clean or clean[p] < mtime)
-
-
 def validate(
     paths: Paths,
     *,
     run_id: str,
     window_end: datetime,
     max_quarantine_share: float,
-    parts: list[str] | None = None,
+    units: list[str] | None = None,
     validated_at: datetime,
 ) -> ValidateReport:
-    """Gate the given raw parts (default: all pending) with GX, then split their rows.
+    """Gate the given raw partition files (default: all not validated yet) with GX, then split
+    their rows.
 
-    Clean rows replace the parts in the clean zone; quarantined rows go to the warehouse
-    ``quarantine`` table with a reason; the verdict goes to ``validation_runs``.
+    Clean rows go to the same partition files in the clean zone; quarantined rows go to the
+    warehouse ``quarantine`` table with a reason; the verdict goes to ``validation_runs``.
 
     Raises:
         ValidationError: the batch failed; nothing reaches the clean zone, and the message names
             every failed expectation.
     """
-    parts = pending_parts(paths.lake) if parts is None else parts
-    if not parts:
+    units = lake.pending_units(paths.lake) if units is None else units
+    if not units:
         return ValidateReport([], 0, 0, 0, {}, 0, 0)
     frames = []
-    for part in parts:
-        frame = pl.from_arrow(lake.read_part(paths.lake, "raw", part))
-        assert isinstance(frame, pl.DataFrame)
-        frames.append(frame.with_columns(pl.lit(part).alias("_part")))
+    for unit in units:
+        frame = pl.DataFrame(lake.read_unit(paths.lake, "raw", unit))
+        frames.append(frame.with_columns(pl.lit(unit).alias("_unit")))
     batch = pl.concat(frames)
     items = pq.read_table(paths.lake / "catalog" / "items.parquet", columns=[C.item_id])
     params = ValidationParams(
@@ -199,10 +269,10 @@ def validate(
         known_items=frozenset(items.column(C.item_id).to_pylist()),
         max_quarantine_share=max_quarantine_share,
     )
-    result = validate_events(batch, params, passthrough=["_part"])
-    quarantined = result.quarantined.drop("_part")
+    result = validate_events(batch, params, passthrough=["_unit"])
+    quarantined = result.quarantined.drop("_unit")
     report = ValidateReport(
-        parts=parts,
+        units=units,
         rows_in=batch.height,
         rows_clean=result.clean.height,
         rows_quarantined=quarantined.height,
@@ -237,7 +307,7 @@ def validate(
                 {
                     "run_id": [run_id],
                     "validated_at": pa.array([validated_at], pa.timestamp("us", tz="UTC")),
-                    "parts": [",".join(parts)],
+                    "units": [",".join(units)],
                     "success": [result.success],
                     "rows_in": [report.rows_in],
                     "rows_clean": [report.rows_clean],
@@ -249,11 +319,14 @@ def validate(
             ),
         )
     if not result.success:
-        raise ValidationError(f"parts {parts}", result.failures)
-    for key, rows in result.clean.partition_by("_part", as_dict=True).items():
-        lake.write_part(paths.lake, "clean", str(key[0]), rows.drop("_part").to_arrow())
-    for part in set(parts) - set(result.clean["_part"].unique().to_list()):
-        lake.write_part(paths.lake, "clean", part, EVENTS.empty_table())
+        raise ValidationError(
+            f"{len(units)} raw partition file(s) ({units[0]}, ...)", result.failures
+        )
+    clean = result.clean.partition_by("_unit", as_dict=True)
+    for unit in units:
+        rows = clean.get((unit,))
+        table = rows.drop("_unit").to_arrow() if rows is not None else EVENTS.empty_table()
+        lake.write_unit(paths.lake, "clean", unit, table)
     return report
 
 

@@ -1,81 +1,38 @@
-"""Extract: landing files -> typed events in the raw lake, unparseable records -> quarantine.
+"""Extract: sources -> typed events in the raw lake; records that cannot be typed -> quarantine.
 
-Lines are read as raw text by DuckDB (gzip handled natively), so a malformed line is kept whole
-with its file and line number instead of being skipped by a JSON reader. Every line read ends
-either in the returned events or in the returned rejects: ``read == written + rejected``.
+Every record read ends either in the lake or in the returned rejects: ``read == written +
+rejected``, checked per file and per database window. File sources are incremental by checksum
+(a file already extracted unchanged is skipped); a database source by a watermark on its event-time
+column with a late-arrival lookback. Both are idempotent: a re-read replaces exactly the
+partition files it covers.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from datetime import datetime
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from features.contracts import EVENTS, QUARANTINE, C, ContractError, conform
-
-EVENT_FILE_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.json.gz", "*.ndjson", "*.ndjson.gz")
-
-# One select: parse each line, keep typed columns, and name why a line cannot be typed.
-_PARSE_SQL = r"""
-with raw as (
-    select filename, row_number() over (partition by filename) as line_no, line
-    from read_csv($files, columns = {'line': 'VARCHAR'}, delim = E'\x01', quote = '',
-                  escape = '', header = false, filename = true, auto_detect = false,
-                  strict_mode = false, null_padding = true)
-),
-docs as (
-    select *, case when json_valid(line) then line::json end as doc from raw
-),
-typed as (
-    select
-        filename, line_no, line,
-        json_type(doc) as doc_type,
-        doc ->> '$.event_id' as event_id,
-        doc ->> '$.user_id' as user_id,
-        doc ->> '$.item_id' as item_id,
-        doc ->> '$.event_type' as event_type,
-        doc ->> '$.event_ts' as event_ts_text,
-        try_cast(doc ->> '$.event_ts' as timestamptz) as event_ts,
-        json_type(doc -> '$.value') as value_type,
-        try_cast(doc ->> '$.value' as double) as value,
-        doc ->> '$.session_id' as session_id
-    from docs
-),
-final as (
-    select
-        *,
-        case
-            when doc_type is null then 'malformed_json'
-            when doc_type <> 'OBJECT' then 'not_a_json_object'
-            when event_id is null or trim(event_id) = '' then 'missing_event_id'
-            when event_ts_text is null then 'missing_event_ts'
-            when event_ts is null then 'unparseable_timestamp'
-            when value_type is not null
-                 and value_type not in ('NULL', 'DOUBLE', 'BIGINT', 'UBIGINT')
-                then 'value_not_a_number'
-        end as reason
-    from typed
+from pipelines import lake
+from pipelines.sources import (
+    FileSource,
+    PostgresSource,
+    Typed,
+    _quote,
+    read_event_file,
+    type_staged,
 )
-select * from final
-"""
-
-
-@dataclass(frozen=True)
-class ExtractResult:
-    """Events typed to the contract and rejected lines, from one or more files."""
-
-    events: pa.Table
-    rejects: pa.Table
-
-    @property
-    def n_read(self) -> int:
-        return int(self.events.num_rows + self.rejects.num_rows)
 
 
 def file_checksum(path: Path) -> str:
@@ -85,50 +42,6 @@ def file_checksum(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def landing_event_files(landing: Path) -> list[Path]:
-    """Event export files in ``<landing>/events``, sorted by name."""
-    folder = landing / "events"
-    return sorted({p for pattern in EVENT_FILE_PATTERNS for p in folder.glob(pattern)})
-
-
-def parse_event_file(path: Path, ingested_at: datetime, run_id: str) -> ExtractResult:
-    """Type the JSON lines of one file; lines that cannot be typed become rejects.
-
-    Args:
-        path: a JSON-lines file, optionally gzip-compressed.
-        ingested_at: lineage timestamp (UTC) stamped on every event.
-        run_id: the run that rejected a line, stamped on every reject.
-    """
-    con = duckdb.connect()
-    try:
-        con.execute("set TimeZone = 'UTC'")
-        parsed = con.sql(_PARSE_SQL, params={"files": [str(path)]}).to_arrow_table()
-    finally:
-        con.close()
-    source = path.name
-    ok = parsed.filter(pc.is_null(parsed.column("reason")))
-    bad = parsed.filter(pc.is_valid(parsed.column("reason")))
-    n_ok = ok.num_rows
-    events = ok.select(
-        [C.event_id, C.user_id, C.item_id, C.event_type, C.event_ts, C.value, C.session_id]
-    )
-    events = events.append_column(C.source, pa.array([source] * n_ok, pa.string()))
-    events = events.append_column(
-        C.ingested_at, pa.array([ingested_at] * n_ok, pa.timestamp("us", tz="UTC"))
-    )
-    rejects = quarantine_rows(
-        stage="extract",
-        reasons=bad.column("reason"),
-        source=source,
-        line_no=bad.column("line_no"),
-        event_id=bad.column(C.event_id),
-        raw=bad.column("line"),
-        run_id=run_id,
-        at=ingested_at,
-    )
-    return ExtractResult(conform(events, EVENTS, f"events from {path}"), rejects)
 
 
 def quarantine_rows(
@@ -166,7 +79,8 @@ def quarantine_rows(
 
 
 def read_catalog(path: Path, id_column: str, required: tuple[str, ...] = ()) -> pa.Table:
-    """Read a catalog CSV; ids must be present and unique.
+    """Read a catalog CSV; ids must be present and unique. Items get a null ``tags`` column and
+    users nothing extra when the catalog has none, so feature SQL can rely on them.
 
     Raises:
         ContractError: naming the file and the missing column, row of a blank id, or duplicate id.
@@ -187,4 +101,186 @@ def read_catalog(path: Path, id_column: str, required: tuple[str, ...] = ()) -> 
         counts = pc.value_counts(ids)
         dupes = [v["values"] for v in counts.to_pylist() if v["counts"] > 1][:5]
         raise ContractError(f"{path}: duplicate {id_column!r} values, e.g. {dupes}")
+    if id_column == C.item_id and "tags" not in table.column_names:
+        table = table.append_column("tags", pa.nulls(table.num_rows, pa.string()))
     return table
+
+
+@dataclass
+class SourceReport:
+    """What one source gave in one extraction; ``rows_read == rows_written + rows_rejected``."""
+
+    source: str
+    units: list[str] = field(default_factory=list)
+    files_read: int = 0
+    files_skipped: int = 0
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    watermark_low: datetime | None = None
+    watermark_high: datetime | None = None
+
+    def add(self, typed: Typed, what: str) -> None:
+        if typed.n_read != typed.events.num_rows + typed.rejects.num_rows:
+            raise AssertionError(f"{what}: rows do not reconcile")
+        self.rows_read += typed.n_read
+        self.rows_written += typed.events.num_rows
+        self.rows_rejected += typed.rejects.num_rows
+        reasons = pc.value_counts(typed.rejects.column(C.reason)).to_pylist()
+        for entry in reasons:
+            key = str(entry["values"])
+            self.rejected_by_reason[key] = self.rejected_by_reason.get(key, 0) + entry["counts"]
+
+
+def part_name(source: str, path: Path) -> str:
+    """Lake part of a source file: ``<source>--<file name without extensions>``."""
+    return f"{source}--{path.name.split('.', 1)[0]}"
+
+
+def extract_file(
+    path: Path, source: FileSource, lake_dir: Path, *, ingested_at: datetime, run_id: str
+) -> tuple[Typed, list[str]]:
+    """Read one file and replace its part in the raw lake. Returns what was read and the
+    partition files written (relative to the zone)."""
+    typed = read_event_file(path, source, ingested_at=ingested_at, run_id=run_id)
+    written = lake.write_part(lake_dir, "raw", part_name(source.name, path), typed.events)
+    root = lake.zone_dir(lake_dir, "raw")
+    return typed, [str(p.relative_to(root)) for p in written]
+
+
+def file_date(path: Path) -> date | None:
+    """The first YYYY-MM-DD in a file name, if any (used to pick files of a backfill range)."""
+    import re
+
+    match = re.search(r"(\d{4}-\d{2}-\d{2})", path.name)
+    return date.fromisoformat(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def postgres_window(
+    previous_high: datetime | None, lookback: timedelta, until: datetime
+) -> tuple[datetime | None, datetime]:
+    """[low, high) to read: from midnight (UTC) of ``previous_high - lookback`` (whole days, so each
+    day's partition file is rewritten complete) up to ``until``; everything on the first run."""
+    if previous_high is None:
+        return None, until
+    start = previous_high - lookback
+    return start.replace(hour=0, minute=0, second=0, microsecond=0), until
+
+
+def _postgres_batches(
+    source: PostgresSource, low: datetime | None, high: datetime
+) -> Iterator[pa.RecordBatch]:
+    """The source table's rows in [low, high) as Arrow batches of text columns (bounded memory:
+    ADBC streams them with COPY)."""
+    import adbc_driver_postgresql
+    import adbc_driver_postgresql.dbapi as postgresql
+
+    ts = _quote(source.mapping.event_ts)
+    fields = []
+    for contract, column in source.mapping.source_columns().items():
+        if contract == C.event_ts and column:
+            # Full precision and an explicit offset, whatever the server's DateStyle.
+            fields.append(f"to_char({_quote(column)} at time zone 'UTC', "
+                          f"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') as {contract}")  # fmt: skip
+        else:
+            fields.append(
+                f"{_quote(column)}::text as {contract}" if column else f"null::text as {contract}"
+            )
+    table = ".".join(_quote(part) for part in source.table.split("."))
+    # Window bounds are timestamps this code produced, written as literals: ADBC only streams
+    # (COPY, bounded batches) for statements without bound parameters.
+    where = [f"{ts} < '{high.isoformat()}'::timestamptz"]
+    if low is not None:
+        where.append(f"{ts} >= '{low.isoformat()}'::timestamptz")
+    query = f"select {', '.join(fields)} from {table} where {' and '.join(where)}"
+    with postgresql.connect(source.url) as conn, conn.cursor() as cur:
+        hint = adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value
+        cur.adbc_statement.set_options(**{hint: str(source.batch_rows * 120)})
+        cur.execute(query)
+        yield from cur.fetch_record_batch()
+
+
+class _DayWriters:
+    """One Parquet writer per event date, writing beside the final files; renamed at the end."""
+
+    def __init__(self, lake_dir: Path, part: str) -> None:
+        self.root = lake.zone_dir(lake_dir, "raw")
+        self.part = part
+        self.writers: dict[str, tuple[pq.ParquetWriter, Path]] = {}
+
+    def write(self, events: pa.Table) -> None:
+        dates = pc.strftime(events.column(C.event_ts), format="%Y-%m-%d")
+        for dt in pc.unique(dates).to_pylist():
+            rows = events.filter(pc.equal(dates, dt))
+            if dt not in self.writers:
+                final = self.root / f"dt={dt}" / f"{self.part}.parquet"
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+                self.writers[dt] = (pq.ParquetWriter(tmp, EVENTS, compression="zstd"), tmp)
+            self.writers[dt][0].write_table(rows)
+
+    def commit(self) -> list[str]:
+        written = []
+        for dt, (writer, tmp) in sorted(self.writers.items()):
+            writer.close()
+            final = self.root / f"dt={dt}" / f"{self.part}.parquet"
+            os.replace(tmp, final)
+            written.append(str(final.relative_to(self.root)))
+        return written
+
+    def abort(self) -> None:
+        for writer, tmp in self.writers.values():
+            writer.close()
+            tmp.unlink(missing_ok=True)
+
+
+def extract_postgres(
+    source: PostgresSource,
+    lake_dir: Path,
+    *,
+    low: datetime | None,
+    high: datetime,
+    ingested_at: datetime,
+    run_id: str,
+) -> tuple[SourceReport, pa.Table]:
+    """Read ``source`` rows with event time in [low, high) into the raw lake, batch by batch.
+
+    Each day in the window is rewritten whole as ``dt=<day>/<source name>.parquet``; a day in the
+    window that no longer has rows loses its file. Returns the report and the rejects.
+    """
+    report = SourceReport(source.name, watermark_low=low, watermark_high=high)
+    writers = _DayWriters(lake_dir, source.name)
+    rejects = []
+    con = duckdb.connect()
+    try:
+        for batch in _postgres_batches(source, low, high):
+            staged = pa.Table.from_batches([batch]).append_column(
+                C.source, pa.array([f"postgres:{source.table}"] * batch.num_rows, pa.string())
+            )
+            staged = staged.append_column("line_no", pa.nulls(batch.num_rows, pa.int64()))
+            staged = staged.append_column(C.raw, pa.nulls(batch.num_rows, pa.string()))
+            staged = staged.append_column("format_error", pa.nulls(batch.num_rows, pa.string()))
+            typed = type_staged(con, staged, source.mapping, ingested_at=ingested_at, run_id=run_id)
+            report.add(typed, f"{source.name} batch")
+            writers.write(typed.events)
+            rejects.append(typed.rejects)
+        report.units = writers.commit()
+    except BaseException:
+        writers.abort()
+        raise
+    finally:
+        con.close()
+    if low is not None:
+        # Days of the window that had rows before but have none now.
+        for unit in lake.units(lake_dir, "raw"):
+            day, name = unit.split("/", 1)
+            if name == f"{source.name}.parquet" and day.startswith("dt=2"):
+                d = date.fromisoformat(day.removeprefix("dt="))
+                if low.date() <= d <= high.date() and unit not in report.units:
+                    (lake.zone_dir(lake_dir, "raw") / unit).unlink()
+    return report, pa.concat_tables(rejects) if rejects else QUARANTINE.empty_table()

@@ -75,12 +75,36 @@ def read_part(lake: Path, zone: str, part: str) -> pa.Table:
     return pa.concat_tables([pq.read_table(p, schema=EVENTS) for p in paths])
 
 
-def parts(lake: Path, zone: str) -> dict[str, float]:
-    """Part name -> newest modification time of its files in ``zone``."""
-    out: dict[str, float] = {}
-    for path in zone_dir(lake, zone).glob("dt=*/*.parquet"):
-        out[path.stem] = max(out.get(path.stem, 0.0), path.stat().st_mtime)
-    return out
+def write_unit(lake: Path, zone: str, unit: str, events: pa.Table) -> Path:
+    """Replace one partition file (``unit`` = ``dt=YYYY-MM-DD/<part>.parquet``) atomically."""
+    path = zone_dir(lake, zone) / unit
+    _atomic_write(conform(events, EVENTS, f"{zone} events {unit}"), path)
+    return path
+
+
+def read_unit(lake: Path, zone: str, unit: str) -> pa.Table:
+    """One partition file, typed to the contract."""
+    return pq.read_table(zone_dir(lake, zone) / unit, schema=EVENTS)
+
+
+def units(lake: Path, zone: str) -> dict[str, float]:
+    """Every partition file of a zone (``dt=.../<part>.parquet``) -> modification time."""
+    root = zone_dir(lake, zone)
+    return {
+        str(path.relative_to(root)): path.stat().st_mtime for path in root.glob("dt=*/*.parquet")
+    }
+
+
+def pending_units(lake: Path) -> list[str]:
+    """Raw partition files not validated yet: no clean counterpart, or a newer raw file.
+
+    Clean files whose raw file is gone (a re-extraction shrank a part) are removed here, so the
+    clean zone never holds rows the raw zone no longer has.
+    """
+    raw, clean = units(lake, "raw"), units(lake, "clean")
+    for orphan in clean.keys() - raw.keys():
+        (zone_dir(lake, "clean") / orphan).unlink()
+    return sorted(u for u, mtime in raw.items() if u not in clean or clean[u] < mtime)
 
 
 def events_glob(lake: Path, zone: str) -> str:
@@ -88,8 +112,10 @@ def events_glob(lake: Path, zone: str) -> str:
     return str(zone_dir(lake, zone) / "dt=2*" / "*.parquet")
 
 
-def write_catalog(lake: Path, name: str, table: pa.Table) -> Path:
-    """Replace the latest snapshot of a catalog (``users`` or ``items``)."""
+def write_catalog(lake: Path, name: str, table: pa.Table, *, run_id: str) -> Path:
+    """Keep this run's snapshot of a catalog (``users`` or ``items``) under
+    ``catalog/<name>/run_id=<id>.parquet`` and make it the latest (``catalog/<name>.parquet``)."""
+    _atomic_write(table, lake / "catalog" / name / f"run_id={run_id}.parquet")
     path = lake / "catalog" / f"{name}.parquet"
     _atomic_write(table, path)
     return path

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from features.contracts import EVENTS, QUARANTINE, ContractError
-from pipelines.extract import landing_event_files, parse_event_file, read_catalog
+from pipelines.extract import read_catalog
+from pipelines.sources import FileSource, read_event_file
 from tests.factories import json_line
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)
@@ -49,7 +50,7 @@ def _write(path: Path, lines: list[str], compress: bool) -> Path:
 @pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
 def test_every_line_ends_in_events_or_rejects_with_a_reason(tmp_path: Path, name: str) -> None:
     path = _write(tmp_path / name, LINES, compress=name.endswith(".gz"))
-    result = parse_event_file(path, AT, "run-1")
+    result = read_event_file(path, FileSource(), ingested_at=AT, run_id="run-1")
 
     assert result.n_read == len(LINES)
     assert result.events.schema == EVENTS
@@ -64,7 +65,8 @@ def test_every_line_ends_in_events_or_rejects_with_a_reason(tmp_path: Path, name
 
 
 def test_events_are_typed_with_lineage(tmp_path: Path) -> None:
-    result = parse_event_file(_write(tmp_path / "a.jsonl", LINES, False), AT, "run-1")
+    path = _write(tmp_path / "a.jsonl", LINES, False)
+    result = read_event_file(path, FileSource(), ingested_at=AT, run_id="run-1")
     row = result.events.to_pylist()[0]
     assert row["event_ts"] == datetime(2026, 10, 1, 10, 0, 0, 250000, tzinfo=UTC)
     assert row["source"] == "a.jsonl"
@@ -72,11 +74,23 @@ def test_events_are_typed_with_lineage(tmp_path: Path) -> None:
     assert result.events.to_pylist()[1]["value"] == 4.0
 
 
-def test_landing_files_are_found_by_extension(tmp_path: Path) -> None:
-    (tmp_path / "events").mkdir()
-    for name in ["a.jsonl", "b.jsonl.gz", "c.ndjson", "notes.txt", "d.csv"]:
-        (tmp_path / "events" / name).write_text("")
-    assert [p.name for p in landing_event_files(tmp_path)] == ["a.jsonl", "b.jsonl.gz", "c.ndjson"]
+def test_source_files_are_found_by_format(tmp_path: Path) -> None:
+    for name in [
+        "a.jsonl",
+        "b.jsonl.gz",
+        "c.ndjson",
+        "notes.txt",
+        "d.csv",
+        "e.csv.gz",
+        "f.parquet",
+    ]:
+        (tmp_path / name).write_text("")
+    names = [p.name for p in FileSource().files(tmp_path)]
+    assert names == ["a.jsonl", "b.jsonl.gz", "c.ndjson"]
+    assert [p.name for p in FileSource(format="csv").files(tmp_path)] == ["d.csv", "e.csv.gz"]
+    assert [p.name for p in FileSource(format="parquet", path=tmp_path).files(Path("/x"))] == [
+        "f.parquet"
+    ]
 
 
 def test_catalog_is_read_with_string_ids(tmp_path: Path) -> None:

@@ -57,3 +57,39 @@ def test_unknown_or_invalid_settings_are_refused(
     monkeypatch.setenv("RECS_TOP_K", "0")
     with pytest.raises(ValidationError, match="top_k"):
         Settings()
+
+
+def test_sources_from_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "recs.toml").write_text(
+        """
+[[sources]]
+kind = "files"
+name = "partner"
+format = "csv"
+[sources.mapping]
+user_id = "customer"
+event_id = ""
+event_type = ""
+default_event_type = "purchase"
+
+[[sources]]
+kind = "postgres"
+name = "orders"
+url = "postgresql://root@127.0.0.1/test"
+table = "public.events"
+lookback_hours = 48
+"""
+    )
+    files, pg = Settings().sources
+    assert files.kind == "files" and files.format == "csv"
+    assert files.mapping.user_id == "customer"
+    assert files.mapping.event_id is None and files.mapping.event_type is None
+    assert pg.kind == "postgres" and pg.lookback_hours == 48
+
+
+def test_a_source_without_event_types_needs_a_default(tmp_path: Path) -> None:
+    (tmp_path / "recs.toml").write_text(
+        '[[sources]]\nkind = "files"\n[sources.mapping]\nevent_type = ""\n'
+    )
+    with pytest.raises(ValidationError, match="default_event_type"):
+        Settings()

@@ -1,0 +1,385 @@
+"""Event sources: exported files (JSON lines, CSV, Parquet; gzip or not) and PostgreSQL tables,
+each with a declared column mapping to the events contract.
+
+Every source is first *staged* as text columns (one row per input record, with its raw payload and
+where it came from), then typed by one shared DuckDB step (:data:`_TYPE_SQL`) that names the reason
+for any record it cannot type. So an export with its own column names, timestamp format or event
+type vocabulary is read without code changes, and every format rejects the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from features.contracts import EVENTS, QUARANTINE, C, conform
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .\-]*$")
+
+
+def _quote(identifier: str) -> str:
+    """A column name as a quoted SQL identifier (names come from configuration, not data)."""
+    if not _IDENT.match(identifier):
+        raise ValueError(f"column name {identifier!r}: expected letters, digits, _ . - or space")
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+class ColumnMapping(BaseModel):
+    """Which source column feeds each contract column, and how to read it.
+
+    ``event_id = None`` derives a deterministic id from the record's fields (so a re-import is
+    idempotent); ``event_type = None`` uses ``default_event_type`` for every record.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str | None = C.event_id
+    user_id: str = C.user_id
+    item_id: str = C.item_id
+    event_type: str | None = C.event_type
+    event_ts: str = C.event_ts
+    value: str | None = C.value
+    session_id: str | None = C.session_id
+    ts_format: str = Field(
+        "iso", description="iso | epoch_s | epoch_ms | a strptime pattern such as %d/%m/%Y %H:%M"
+    )
+    event_types: dict[str, str] = Field(
+        default_factory=dict, description="source event type -> contract event type"
+    )
+    default_event_type: str | None = None
+
+    @field_validator("event_id", "event_type", "value", "session_id", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # TOML has no null: an empty name says the source has no such column.
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _needs_a_type(self) -> ColumnMapping:
+        if self.event_type is None and not self.default_event_type:
+            raise ValueError("mapping has no event_type column: set default_event_type")
+        return self
+
+    def source_columns(self) -> dict[str, str | None]:
+        """Contract column -> source column (None where the source has none)."""
+        return {
+            C.event_id: self.event_id,
+            C.user_id: self.user_id,
+            C.item_id: self.item_id,
+            C.event_type: self.event_type,
+            C.event_ts: self.event_ts,
+            C.value: self.value,
+            C.session_id: self.session_id,
+        }
+
+
+class FileSource(BaseModel):
+    """Export files in a folder."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["files"] = "files"
+    name: str = "landing"
+    path: Path | None = Field(None, description="folder of files (default: <landing>/events)")
+    format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    glob: str | None = Field(None, description="file pattern (default by format)")
+    csv_delimiter: str = ","
+    mapping: ColumnMapping = ColumnMapping()
+
+    def patterns(self) -> tuple[str, ...]:
+        if self.glob:
+            return (self.glob,)
+        return {
+            "jsonl": ("*.jsonl", "*.jsonl.gz", "*.json.gz", "*.ndjson", "*.ndjson.gz"),
+            "csv": ("*.csv", "*.csv.gz", "*.tsv", "*.tsv.gz"),
+            "parquet": ("*.parquet",),
+        }[self.format]
+
+    def files(self, default_folder: Path) -> list[Path]:
+        """The files of this source, sorted by name."""
+        folder = self.path or default_folder
+        return sorted({p for pattern in self.patterns() for p in folder.glob(pattern)})
+
+
+class PostgresSource(BaseModel):
+    """A PostgreSQL table read incrementally by a watermark on its event-time column."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["postgres"] = "postgres"
+    name: str
+    url: str = Field(description="postgresql://user@host:port/db")
+    table: str = Field(description="table or schema.table")
+    mapping: ColumnMapping = ColumnMapping()
+    lookback_hours: float = Field(24.0, ge=0, description="re-read window for late arrivals")
+    batch_rows: int = Field(250_000, ge=1000, description="rows per Arrow batch")
+
+
+Source = Annotated[FileSource | PostgresSource, Field(discriminator="kind")]
+
+
+@dataclass(frozen=True)
+class Typed:
+    """Events typed to the contract and the records that could not be, from one staged input."""
+
+    events: pa.Table
+    rejects: pa.Table
+
+    @property
+    def n_read(self) -> int:
+        return int(self.events.num_rows + self.rejects.num_rows)
+
+
+# Staged input: one row per record, all text: source, line_no, raw (may be null: rebuilt from the
+# fields), format_error (a record the reader could not split), and the seven contract columns.
+_TYPE_SQL = """
+with staged as (
+    select * from staged_input
+),
+
+mapped as (
+    select
+        staged.*,
+        coalesce(type_map.dst, staged.event_type) as mapped_type,
+        {ts_expr} as parsed_ts,
+        try_cast(nullif(trim(value), '') as double) as parsed_value
+    from staged
+    left join type_map on staged.event_type = type_map.src
+),
+
+final as (
+    select
+        *,
+        case
+            when format_error is not null then format_error
+            when event_id is null or trim(event_id) = '' then 'missing_event_id'
+            when event_ts is null or trim(event_ts) = '' then 'missing_event_ts'
+            when parsed_ts is null then 'unparseable_timestamp'
+            when nullif(trim(value), '') is not null and parsed_value is null
+                then 'value_not_a_number'
+        end as reason
+    from mapped
+)
+
+select * from final
+"""
+
+_TS_EXPR = {
+    "iso": "try_cast(event_ts as timestamptz)",
+    "epoch_s": "to_timestamp(try_cast(event_ts as double))",
+    "epoch_ms": "to_timestamp(try_cast(event_ts as double) / 1000.0)",
+}
+
+
+def type_staged(
+    con: duckdb.DuckDBPyConnection,
+    staged: duckdb.DuckDBPyRelation | pa.Table,
+    mapping: ColumnMapping,
+    *,
+    ingested_at: datetime,
+    run_id: str,
+) -> Typed:
+    """Type staged records (see :data:`_TYPE_SQL`) into events and rejects."""
+    con.execute("set TimeZone = 'UTC'")
+    con.register("staged_input", staged)
+    pairs = sorted(mapping.event_types.items())
+    con.register(
+        "type_map",
+        pa.table({"src": [s for s, _ in pairs], "dst": [d for _, d in pairs]},
+                 schema=pa.schema([("src", pa.string()), ("dst", pa.string())])),
+    )  # fmt: skip
+    ts_expr = _TS_EXPR.get(mapping.ts_format, "try_strptime(event_ts, $ts_format)::timestamptz")
+    params = {} if mapping.ts_format in _TS_EXPR else {"ts_format": mapping.ts_format}
+    try:
+        table = con.sql(_TYPE_SQL.format(ts_expr=ts_expr), params=params).to_arrow_table()
+    finally:
+        con.unregister("staged_input")
+        con.unregister("type_map")
+    ok = table.filter(pc.is_null(table.column("reason")))
+    bad = table.filter(pc.is_valid(table.column("reason")))
+    n = ok.num_rows
+    events = pa.table(
+        {
+            C.event_id: ok.column(C.event_id),
+            C.user_id: ok.column(C.user_id),
+            C.item_id: ok.column(C.item_id),
+            C.event_type: ok.column("mapped_type"),
+            C.event_ts: ok.column("parsed_ts"),
+            C.value: ok.column("parsed_value"),
+            C.session_id: ok.column(C.session_id),
+            C.source: ok.column(C.source),
+            C.ingested_at: pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    raw = pc.if_else(pc.is_valid(bad.column(C.raw)), bad.column(C.raw), _fields_json(bad))
+    rejects = pa.table(
+        {
+            "stage": pa.array(["extract"] * bad.num_rows, pa.string()),
+            C.reason: bad.column("reason"),
+            C.source: bad.column(C.source),
+            "line_no": bad.column("line_no").cast(pa.int64()),
+            C.event_id: bad.column(C.event_id),
+            C.raw: raw,
+            C.run_id: pa.array([run_id] * bad.num_rows, pa.string()),
+            "quarantined_at": pa.array([ingested_at] * bad.num_rows, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    return Typed(conform(events, EVENTS, "typed events"), conform(rejects, QUARANTINE, "rejects"))
+
+
+def _fields_json(table: pa.Table) -> pa.Array:
+    """The staged text fields of each row as a JSON object (the raw payload of a record that
+    came without one, e.g. a database row)."""
+    import json
+
+    names = list(ColumnMapping().source_columns())
+    rows = table.select(names).to_pylist()
+    return pa.array([json.dumps(r) for r in rows], pa.string())
+
+
+def _derived_id(source_name: str, cols: dict[str, str]) -> str:
+    """Deterministic event id from the record's fields (for sources without one)."""
+    parts = ", ".join(
+        f"coalesce(({cols[c]})::varchar, '')"
+        for c in (C.user_id, C.item_id, C.event_type, C.event_ts, C.value)
+    )
+    return f"'{_literal(source_name)}-' || md5(concat_ws('|', {parts}))"
+
+
+def _literal(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _select_fields(mapping: ColumnMapping, ref: str, source_name: str) -> str:
+    """Select list of the seven contract columns as text. ``ref`` turns a quoted source column
+    into an expression (``doc ->> '$.{}'`` for JSON, ``{}`` for tables)."""
+    cols: dict[str, str] = {}
+    for contract, column in mapping.source_columns().items():
+        cols[contract] = ref.format(_quote(column)) if column else "null"
+    if mapping.event_type is None:
+        cols[C.event_type] = "$default_event_type"
+    if mapping.event_id is None:
+        cols[C.event_id] = _derived_id(source_name, cols)
+    return ",\n        ".join(f"({expr})::varchar as {name}" for name, expr in cols.items())
+
+
+def _params(mapping: ColumnMapping) -> dict[str, object]:
+    return {"default_event_type": mapping.default_event_type} if mapping.event_type is None else {}
+
+
+def stage_jsonl(
+    con: duckdb.DuckDBPyConnection, path: Path, source: FileSource
+) -> duckdb.DuckDBPyRelation:
+    """One row per line (read as text, so a malformed line is kept whole with its number)."""
+    fields = _select_fields(source.mapping, "doc ->> '$.{}'", source.name)
+    sql = f"""
+    with raw as (
+        select row_number() over () as line_no, line
+        from read_csv($path, columns = {{'line': 'VARCHAR'}}, delim = E'\\x01', quote = '',
+                      escape = '', header = false, auto_detect = false, strict_mode = false,
+                      null_padding = true)
+    ),
+    docs as (
+        select *, case when json_valid(line) then line::json end as parsed from raw
+    ),
+    objects as (
+        select *, case when json_type(parsed) = 'OBJECT' then parsed end as doc from docs
+    )
+    select
+        $name as source,
+        line_no,
+        line as raw,
+        case
+            when parsed is null then 'malformed_json'
+            when doc is null then 'not_a_json_object'
+        end as format_error,
+        {fields}
+    from objects
+    """
+    return con.sql(sql, params={"path": str(path), "name": path.name, **_params(source.mapping)})
+
+
+def stage_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, source: FileSource
+) -> duckdb.DuckDBPyRelation:
+    """One row per CSV record, all text. Lines DuckDB cannot split (wrong column count, broken
+    quoting) come from its reject tables with their line number, raw text and error."""
+    fields = _select_fields(source.mapping, "{}", source.name)
+    rejects_fields = ",\n        ".join(
+        f"null::varchar as {name}" for name in ColumnMapping().source_columns()
+    )
+    sql = f"""
+    with rows as (
+        select * from read_csv($path, all_varchar = true, header = true, delim = $delim,
+                               store_rejects = true, rejects_table = 'csv_reject_errors',
+                               rejects_scan = 'csv_reject_scans')
+    ),
+    good as (
+        select
+            $name as source,
+            row_number() over () + 1 as line_no,
+            null::varchar as raw,
+            null::varchar as format_error,
+            {fields}
+        from rows
+    )
+    select * from good
+    """
+    good = con.sql(
+        sql, params={"path": str(path), "name": path.name, "delim": source.csv_delimiter,
+                     **_params(source.mapping)},
+    ).to_arrow_table()  # fmt: skip
+    bad = con.sql(
+        f"""
+        select
+            $name as source,
+            line::bigint as line_no,
+            any_value(csv_line) as raw,
+            'malformed_csv: ' || string_agg(distinct error_type, ', ') as format_error,
+            {rejects_fields}
+        from csv_reject_errors
+        group by line
+        order by line
+        """,
+        params={"name": path.name},
+    ).to_arrow_table()
+    con.execute("drop table if exists csv_reject_errors; drop table if exists csv_reject_scans")
+    return con.from_arrow(pa.concat_tables([good, bad.cast(good.schema)]))
+
+
+def stage_parquet(
+    con: duckdb.DuckDBPyConnection, path: Path, source: FileSource
+) -> duckdb.DuckDBPyRelation:
+    """One row per Parquet row, its mapped columns as text."""
+    fields = _select_fields(source.mapping, "{}", source.name)
+    sql = f"""
+    select
+        $name as source,
+        row_number() over () as line_no,
+        null::varchar as raw,
+        null::varchar as format_error,
+        {fields}
+    from read_parquet($path)
+    """
+    return con.sql(sql, params={"path": str(path), "name": path.name, **_params(source.mapping)})
+
+
+STAGERS = {"jsonl": stage_jsonl, "csv": stage_csv, "parquet": stage_parquet}
+
+
+def read_event_file(path: Path, source: FileSource, *, ingested_at: datetime, run_id: str) -> Typed:
+    """Read one export file of ``source`` into typed events and rejects."""
+    con = duckdb.connect()
+    try:
+        staged = STAGERS[source.format](con, path, source)
+        return type_staged(con, staged, source.mapping, ingested_at=ingested_at, run_id=run_id)
+    finally:
+        con.close()
