@@ -81,10 +81,13 @@ lookback_hours = 48
 """
     )
     files, pg = Settings().sources
-    assert files.kind == "files" and files.format == "csv"
+    assert files.kind == "files"
+    assert files.format == "csv"
     assert files.mapping.user_id == "customer"
-    assert files.mapping.event_id is None and files.mapping.event_type is None
-    assert pg.kind == "postgres" and pg.lookback_hours == 48
+    assert files.mapping.event_id is None
+    assert files.mapping.event_type is None
+    assert pg.kind == "postgres"
+    assert pg.lookback_hours == 48
 
 
 def test_a_source_without_event_types_needs_a_default(tmp_path: Path) -> None:

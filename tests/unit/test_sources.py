@@ -50,7 +50,8 @@ def test_every_format_reads_to_the_same_events(tmp_path: Path, fmt: str, name: s
     events = typed.events.to_pylist()
     assert [e["event_id"] for e in events] == ["e1", "e2"]
     assert events[0]["event_ts"] == datetime(2026, 10, 1, 10, tzinfo=UTC)
-    assert events[1]["value"] == 4.0 and events[0]["value"] is None
+    assert events[1]["value"] == 4.0
+    assert events[0]["value"] is None
     assert typed.rejects.column("reason").to_pylist() == ["unparseable_timestamp"]
     assert typed.rejects.column("event_id").to_pylist() == ["e3"]
     assert typed.n_read == 3
