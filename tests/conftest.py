@@ -33,6 +33,21 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
+@pytest.fixture
+def pg_schema_url(postgres_url: str) -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped after the test."""
+    import uuid
+
+    import adbc_driver_postgresql.dbapi as postgresql
+
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with postgresql.connect(postgres_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"create schema {schema}")
+    yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    with postgresql.connect(postgres_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"drop schema {schema} cascade")
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect API for the whole session (starting one costs ~10 s)."""

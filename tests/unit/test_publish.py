@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,15 +54,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServingSto
     if request.param == "sqlite":
         yield ServingStore(f"sqlite:///{tmp_path / 'serving.sqlite'}")
         return
-    base = request.getfixturevalue("postgres_url")
-    import adbc_driver_postgresql.dbapi as postgresql
-
-    schema = f"t_{uuid.uuid4().hex[:10]}"  # one schema per test: no clash between runs
-    with postgresql.connect(base, autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(f"create schema {schema}")
-    yield ServingStore(f"{base}?options=-csearch_path%3D{schema}")
-    with postgresql.connect(base, autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(f"drop schema {schema} cascade")
+    # one schema per test: no clash between runs
+    yield ServingStore(request.getfixturevalue("pg_schema_url"))
 
 
 def _publish(store: ServingStore, recs: pa.Table, version: str) -> None:
