@@ -18,10 +18,22 @@ import scipy.sparse as sp
 
 from features.contracts import C
 
-USER_ATTRIBUTES = ("country", "age_band", "device")
-ITEM_ATTRIBUTES = ("category", "brand", "price_band")
-ITEM_LIST_ATTRIBUTES = ("tags",)
 ID_TOKEN = "id="
+
+
+def attribute_columns(frame: pl.DataFrame, id_column: str) -> tuple[list[str], list[str]]:
+    """(categorical string columns, list-of-string columns) usable as features.
+
+    A string column is categorical when it has at most max(50, 20% of rows) distinct values:
+    titles, names and other near-unique text would only act as noisy identity features.
+    """
+    limit = max(50, frame.height // 5)
+    categorical = [
+        c for c, t in frame.schema.items()
+        if c != id_column and t == pl.String and frame[c].n_unique() <= limit
+    ]  # fmt: skip
+    lists = [c for c, t in frame.schema.items() if t == pl.List(pl.String)]
+    return categorical, lists
 
 
 def feature_tokens(
@@ -117,10 +129,10 @@ def training_matrices(
     weights_m = sp.coo_matrix((w, (u, i)), shape=shape)
     warm_users = interactions[C.user_id].unique()
     warm_items = interactions[C.item_id].unique()
-    utok = feature_tokens(user_features, C.user_id, USER_ATTRIBUTES, warm_ids=warm_users)
-    itok = feature_tokens(
-        item_features, C.item_id, ITEM_ATTRIBUTES, ITEM_LIST_ATTRIBUTES, warm_ids=warm_items
-    )
+    user_cat, user_lists = attribute_columns(user_features, C.user_id)
+    item_cat, item_lists = attribute_columns(item_features, C.item_id)
+    utok = feature_tokens(user_features, C.user_id, user_cat, user_lists, warm_ids=warm_users)
+    itok = feature_tokens(item_features, C.item_id, item_cat, item_lists, warm_ids=warm_items)
     uvocab = utok["token"].unique().sort()
     ivocab = itok["token"].unique().sort()
     return TrainingMatrices(

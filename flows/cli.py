@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 # Before Prefect is imported: no telemetry, and room for the ephemeral server to start on a
@@ -42,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--since", type=date.fromisoformat, help="backfill from this date (extract)")
     run.add_argument("--until", type=date.fromisoformat, help="backfill up to this date (extract)")
 
+    imp = sub.add_parser("import", help="a public data set or a CSV export into landing")
+    kinds = imp.add_subparsers(dest="kind", required=True)
+    ml = kinds.add_parser("movielens", help="MovieLens 100K or 1M folder (layout auto-detected)")
+    ml.add_argument("path", type=Path)
+    csv = kinds.add_parser("csv", help="a CSV of events, with a column mapping")
+    csv.add_argument("path", type=Path)
+    csv.add_argument(
+        "--mapping", type=Path, help="TOML file with the [mapping] table of a source (see README)"
+    )
+    csv.add_argument("--delimiter", default=",")
+    csv.add_argument("--users", type=Path, help="users catalog CSV (default: ids seen)")
+    csv.add_argument("--items", type=Path, help="items catalog CSV (default: ids seen)")
+
     rec = sub.add_parser("recommend", help="print a user's list from the serving store")
     rec.add_argument("user_id")
 
@@ -61,7 +75,7 @@ def _generate(args: argparse.Namespace) -> None:
     if args.defect_share is not None:
         overrides["defect_share"] = args.defect_share
     params = preset.model_copy(update=overrides)
-    shutil.rmtree(settings.landing / "events", ignore_errors=True)
+    _clear_landing_events(settings.landing)
     result = write_landing(params, settings.landing)
     print(
         f"wrote {result.n_lines:,} event lines in {len(result.event_files)} files, "
@@ -98,11 +112,62 @@ def _run(args: argparse.Namespace) -> Any:
     raise AssertionError(args.stage)
 
 
+def _import(args: argparse.Namespace) -> None:
+    import tomllib
+
+    from flows.settings import Settings
+    from pipelines.importers import import_csv, import_movielens
+    from pipelines.sources import ColumnMapping, FileSource
+
+    settings = Settings()
+    _clear_landing_events(settings.landing)
+    if args.kind == "movielens":
+        report = import_movielens(args.path, settings.landing)
+    else:
+        mapping = ColumnMapping()
+        if args.mapping:
+            mapping = ColumnMapping.model_validate(
+                tomllib.loads(args.mapping.read_text()).get("mapping", {})
+            )
+        source = FileSource(
+            name=args.path.name.split(".", 1)[0], format="csv", csv_delimiter=args.delimiter,
+            mapping=mapping,
+        )  # fmt: skip
+        report = import_csv(args.path, source, settings.landing, users=args.users, items=args.items)
+    print(
+        f"imported {report.dataset}: {report.n_events:,} events to {report.events_file}, "
+        f"{report.n_users:,} users, {report.n_items:,} items"
+        + (
+            f"; {report.n_rejected:,} rejected records in {settings.landing / 'rejected'}"
+            if report.n_rejected
+            else ""
+        )
+    )
+    print("next: recs run nightly")
+
+
+def _clear_landing_events(landing: Path) -> None:
+    # The landing folder holds one data set at a time; the lake keeps what was extracted before,
+    # so say so when it has data (a new RECS_DATA_DIR or `make clean-data` starts afresh).
+    shutil.rmtree(landing / "events", ignore_errors=True)
+    lake_events = landing.parent / "lake" / "raw" / "events"
+    if lake_events.exists() and any(lake_events.iterdir()):
+        print(
+            f"note: {lake_events} already holds extracted events; they stay in the lake. "
+            "Start afresh with `make clean-data` or another RECS_DATA_DIR.",
+            file=sys.stderr,
+        )
+
+
 def _recommend(args: argparse.Namespace) -> int:
     from flows.settings import Settings
     from pipelines.publish import ServingStore, read_recommendations
 
-    table = read_recommendations(ServingStore(Settings().serving), args.user_id)
+    try:
+        table = read_recommendations(ServingStore(Settings().serving), args.user_id)
+    except LookupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     rows = table.to_pylist()
     if not rows:
         print(f"no recommendations for {args.user_id!r} and no popular list", file=sys.stderr)
@@ -186,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             _generate(args)
         case "run":
             _run(args)
+        case "import":
+            _import(args)
         case "recommend":
             return _recommend(args)
         case "quarantine":

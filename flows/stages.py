@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from features.build import FEATURE_TABLES, register_inputs, run_sql
 from features.contracts import EVENTS, RECOMMENDATIONS, C, ContractError, conform
-from features.matrices import USER_ATTRIBUTES, training_matrices
+from features.matrices import training_matrices
 from models.baselines import PopularityRecommender
 from models.evaluate import ranking_metrics
 from models.lightfm_model import train_lightfm
@@ -348,7 +348,7 @@ def latest_event_ts(paths: Paths) -> datetime:
     Raises:
         FileNotFoundError: the clean zone is empty (run extract and validate first).
     """
-    if not list(lake.zone_dir(paths.lake, "clean").glob("dt=2*/*.parquet")):
+    if not list(lake.zone_dir(paths.lake, "clean").glob("dt=[0-9]*/*.parquet")):
         raise FileNotFoundError(
             f"{lake.zone_dir(paths.lake, 'clean')}: no clean events; run `recs run extract` "
             "and `recs run validate` first"
@@ -576,10 +576,7 @@ def score(
     if champion is None:
         recs, version = popular, "popularity"
     else:
-        described = users.filter(
-            pl.any_horizontal(pl.col(c).is_not_null() for c in USER_ATTRIBUTES)
-            | (pl.col("n_events") > 0)
-        )
+        described = users.filter(pl.Series(champion.recommender.describes(users)))
         recs = champion.recommender.recommend(
             described, k, exclude=seen, allowed_items=available, num_threads=num_threads
         )

@@ -13,16 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 from lightfm import LightFM
 
 from features.contracts import C
-from features.matrices import (
-    ID_TOKEN,
-    USER_ATTRIBUTES,
-    TrainingMatrices,
-    feature_matrix,
-    feature_tokens,
-)
+from features.matrices import ID_TOKEN, TrainingMatrices, feature_matrix, feature_tokens
 from models.base import allowed_mask, exclusion_matrix, recommendation_frame
 from models.params import LightFMParams
 from models.scoring import top_k
@@ -43,6 +38,21 @@ class LightFMRecommender:
     item_embeddings: np.ndarray  # n_items x d, features already summed
     item_biases: np.ndarray  # n_items
 
+    def _user_features(self, users: pl.DataFrame) -> tuple[sp.csr_matrix, pl.Series]:
+        warm_ids = self.user_vocabulary.filter(self.user_vocabulary.str.starts_with(ID_TOKEN))
+        warm_ids = warm_ids.str.strip_prefix(ID_TOKEN)
+        columns = [c for c in self.user_attributes() if c in users.columns]
+        lists = [c for c in columns if users.schema[c] == pl.List(pl.String)]
+        scalars = [c for c in columns if c not in lists]
+        tokens = feature_tokens(users, C.user_id, scalars, lists, warm_ids=warm_ids)
+        return feature_matrix(tokens, users.height, self.user_vocabulary), warm_ids
+
+    def describes(self, users: pl.DataFrame) -> np.ndarray:
+        """Per user: whether the model knows anything about them (history or an attribute value
+        it has an embedding for). Users it does not describe are only ranked by item biases."""
+        features, _ = self._user_features(users)
+        return np.asarray(features.getnnz(axis=1) > 0)
+
     def user_vectors(self, users: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(users x d+1 vectors, warm flag per user).
 
@@ -51,13 +61,15 @@ class LightFMRecommender:
         when the model saw them in training (has an identity embedding); other users are
         represented by their attributes alone.
         """
-        warm_ids = self.user_vocabulary.filter(self.user_vocabulary.str.starts_with(ID_TOKEN))
-        warm_ids = warm_ids.str.strip_prefix(ID_TOKEN)
-        tokens = feature_tokens(users, C.user_id, USER_ATTRIBUTES, warm_ids=warm_ids)
-        features = feature_matrix(tokens, users.height, self.user_vocabulary)
+        features, warm_ids = self._user_features(users)
         vectors = np.hstack([features @ self.user_feature_embeddings, np.ones((users.height, 1))])
         warm = users[C.user_id].is_in(warm_ids.implode()).to_numpy()
         return vectors.astype(np.float32), warm
+
+    def user_attributes(self) -> list[str]:
+        """The user columns the model has feature embeddings for."""
+        names = self.user_vocabulary.str.split_exact("=", 1).struct.field("field_0").unique()
+        return sorted(n for n in names.to_list() if n != ID_TOKEN.rstrip("="))
 
     def item_vectors(self) -> np.ndarray:
         """items x d+1: embedding, then the bias multiplied by the user's constant 1."""

@@ -279,7 +279,7 @@ def extract_postgres(
         # Days of the window that had rows before but have none now.
         for unit in lake.units(lake_dir, "raw"):
             day, name = unit.split("/", 1)
-            if name == f"{source.name}.parquet" and day.startswith("dt=2"):
+            if name == f"{source.name}.parquet" and day[3:4].isdigit():
                 d = date.fromisoformat(day.removeprefix("dt="))
                 if low.date() <= d <= high.date() and unit not in report.units:
                     (lake.zone_dir(lake_dir, "raw") / unit).unlink()

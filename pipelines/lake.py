@@ -109,7 +109,8 @@ def pending_units(lake: Path) -> list[str]:
 
 def events_glob(lake: Path, zone: str) -> str:
     """Glob DuckDB reads a zone with (``hive_partitioning`` adds ``dt``)."""
-    return str(zone_dir(lake, zone) / "dt=2*" / "*.parquet")
+    # dt=[0-9]*: real dates only, not the dt=__empty__ marker of an all-rejected part.
+    return str(zone_dir(lake, zone) / "dt=[0-9]*" / "*.parquet")
 
 
 def write_catalog(lake: Path, name: str, table: pa.Table, *, run_id: str) -> Path:

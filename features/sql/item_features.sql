@@ -1,7 +1,7 @@
--- item_features: one row per item_id in the catalog, with attributes, availability and
--- distinct users before $as_of. Tags are a '|'-separated list in the catalog.
+-- item_features: one row per item_id in the catalog: every catalog attribute, tags as a list
+-- (the catalog holds them '|'-separated), availability and distinct users before $as_of.
 with catalog as (
-    select item_id, category, brand, price_band, tags, available from items
+    select * from items
 ),
 
 history as (
@@ -13,12 +13,10 @@ history as (
 
 final as (
     select
-        catalog.item_id,
-        catalog.category,
-        catalog.brand,
-        catalog.price_band,
-        string_split(coalesce(catalog.tags, ''), '|') as tags,
-        coalesce(catalog.available, true) as available,
+        catalog.* replace (
+            string_split(coalesce(catalog.tags::varchar, ''), '|') as tags,
+            coalesce(catalog.available, true) as available
+        ),
         coalesce(history.n_users, 0) as n_users
     from catalog
     left join history using (item_id)

@@ -1,5 +1,6 @@
 -- user_features: one row per user_id in the catalog or with events before $as_of.
--- Catalog attributes (null for users missing from the catalog) plus an activity band.
+-- Every catalog attribute (null for users missing from the catalog) plus history counts and an
+-- activity band.
 with history as (
     select user_id, count(*) as n_events, count(distinct item_id) as n_items
     from clean_events
@@ -8,19 +9,17 @@ with history as (
 ),
 
 catalog as (
-    select user_id, country, age_band, device from users
+    select * from users
 ),
 
 joined as (
     select
-        user_id,
-        catalog.country,
-        catalog.age_band,
-        catalog.device,
+        coalesce(catalog.user_id, history.user_id) as user_id,
+        catalog.* exclude (user_id),
         coalesce(history.n_events, 0) as n_events,
         coalesce(history.n_items, 0) as n_items
     from catalog
-    full outer join history using (user_id)
+    full outer join history on catalog.user_id = history.user_id
 ),
 
 final as (

@@ -63,7 +63,7 @@ def test_serving_table_has_k_unseen_items_for_every_user_with_history(
     first_run: dict[str, Any], env: dict[str, str]
 ) -> None:
     as_of = first_run["features"].as_of
-    lake = Path(env["RECS_DATA_DIR"]) / "lake" / "clean" / "events" / "dt=2*" / "*.parquet"
+    lake = Path(env["RECS_DATA_DIR"]) / "lake" / "clean" / "events" / "dt=[0-9]*" / "*.parquet"
     con = duckdb.connect()
     con.execute("set TimeZone = 'UTC'")
     history = {

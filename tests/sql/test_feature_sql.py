@@ -119,13 +119,20 @@ def test_item_features(con: duckdb.DuckDBPyConnection) -> None:
 
 def test_popular_items(con: duckdb.DuckDBPyConnection) -> None:
     got = _run(con, "popular_items", as_of=AS_OF, top_n=2, window_days=14)
-    # i3 is unavailable; i1 and i2 both have 2 users (ties break by item_id).
-    assert got.to_dicts() == [
-        {"segment": "country:DE", "rank": 1, "item_id": "i1", "score": 1.0},
-        {"segment": "country:US", "rank": 1, "item_id": "i1", "score": 1.0},
-        {"segment": "country:US", "rank": 2, "item_id": "i2", "score": 1.0},
-        {"segment": "global", "rank": 1, "item_id": "i1", "score": 2.0},
-        {"segment": "global", "rank": 2, "item_id": "i2", "score": 2.0},
+    # i3 is unavailable; i1 and i2 both have 2 users (ties break by item_id). u1 is
+    # US/18-24/ios, u2 DE/55+/web; u3 is not in the catalog (global only); u4 has no events.
+    assert got.rows() == [
+        ("age_band:18-24", 1, "i1", 1.0),
+        ("age_band:18-24", 2, "i2", 1.0),
+        ("age_band:55+", 1, "i1", 1.0),
+        ("country:DE", 1, "i1", 1.0),
+        ("country:US", 1, "i1", 1.0),
+        ("country:US", 2, "i2", 1.0),
+        ("device:ios", 1, "i1", 1.0),
+        ("device:ios", 2, "i2", 1.0),
+        ("device:web", 1, "i1", 1.0),
+        ("global", 1, "i1", 2.0),
+        ("global", 2, "i2", 2.0),
     ]
 
 

@@ -84,7 +84,8 @@ def test_watermark_lookback_backfill_and_reruns(setup: tuple[Paths, PostgresSour
         "dt=2026-10-03/app.parquet": ["c"],
     }
     first = lake.read_unit(paths.lake, "raw", "dt=2026-10-02/app.parquet").to_pylist()[0]
-    assert first["event_type"] == "purchase" and first["value"] == 2.0
+    assert first["event_type"] == "purchase"
+    assert first["value"] == 2.0
     assert first["source"] == "postgres:app_events"
 
     # Late arrivals: one inside the lookback (day 3), one far outside it (day 1).

@@ -140,3 +140,10 @@ def test_hybrid_model_beats_popularity_on_held_out_pairs() -> None:
     p_model = ranking_metrics(model.recommend(test_users, 5, exclude=train), test, 5)
     p_pop = ranking_metrics(pop.recommend(test_users, 5, exclude=train), test, 5)
     assert p_model["precision_at_5"] > 1.5 * p_pop["precision_at_5"]
+
+
+def test_describes_users_with_history_or_known_attributes_only() -> None:
+    model = _lightfm()
+    users = _users("u0", "new_us", "stranger")
+    assert model.describes(users).tolist() == [True, True, False]
+    assert model.user_attributes() == ["country"]
