@@ -244,8 +244,20 @@ next
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``recs`` command."""
+    """Entry point of the ``recs`` command. Failures the user can act on (bad input, a failed
+    validation gate, missing data) print one clear message and exit 1."""
+    from features.contracts import ContractError
+    from pipelines.validate import ValidationError
+
     args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ValidationError, ContractError, FileNotFoundError, LookupError, ValueError) as exc:
+        print(f"recs {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     match args.command:
         case "generate":
             _generate(args)

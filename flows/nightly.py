@@ -93,6 +93,12 @@ def validate_flow(units: list[str] | None = None) -> stages.ValidateReport:
         max_quarantine_share=settings.max_quarantine_share,
         units=units,
         validated_at=now,
+        thresholds=stages.Thresholds(
+            max_unknown_user_share=settings.max_unknown_user_share,
+            max_new_user_share=settings.max_new_user_share,
+            max_new_item_share=settings.max_new_item_share,
+            min_volume_ratio=settings.min_volume_ratio,
+        ),
     )
     get_run_logger().info(
         "validated %d rows: %d clean, %d quarantined %s",

@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
 
 from features.build import FEATURE_TABLES, register_inputs, run_sql
 from features.contracts import EVENTS, RECOMMENDATIONS, C, ContractError, conform
@@ -236,6 +237,52 @@ class ValidateReport:
     failures: list[str] = field(default_factory=list)
 
 
+class Thresholds(BaseModel):
+    """Batch-level validation thresholds (from settings)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_unknown_user_share: float = 0.2
+    max_new_user_share: float = 0.5
+    max_new_item_share: float = 0.5
+    min_volume_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class CleanHistory:
+    """What the clean lake held before a batch; all None when it held nothing."""
+
+    dates: frozenset[date] | None
+    trailing_daily_volume: float | None
+    users: frozenset[str] | None
+    items: frozenset[str] | None
+
+
+def clean_history(
+    lake_dir: Path, *, exclude: Sequence[str], before: datetime | None
+) -> CleanHistory:
+    """Dates, mean daily volume of the 7 dates before ``before``, and the users and items seen,
+    over the clean zone minus the partition files in ``exclude`` (the ones being re-validated)."""
+    root = lake.zone_dir(lake_dir, "clean")
+    files = [str(root / u) for u in lake.units(lake_dir, "clean") if u not in set(exclude)]
+    files = [f for f in files if "/dt=__empty__/" not in f]
+    if not files:
+        return CleanHistory(None, None, None, None)
+    con = duckdb.connect()
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.read_parquet(files).select("user_id, item_id, event_ts::date as day").to_table("h")
+        days = dict(con.execute("select day, count(*) from h group by day").fetchall())
+        users = frozenset(u for (u,) in con.execute("select distinct user_id from h").fetchall())
+        items = frozenset(i for (i,) in con.execute("select distinct item_id from h").fetchall())
+    finally:
+        con.close()
+    first_new = before.date() if before is not None else None
+    trailing = sorted(d for d in days if first_new is None or d < first_new)[-7:]
+    volume = sum(days[d] for d in trailing) / len(trailing) if trailing else None
+    return CleanHistory(frozenset(days), volume, users, items)
+
+
 def validate(
     paths: Paths,
     *,
@@ -244,6 +291,7 @@ def validate(
     max_quarantine_share: float,
     units: list[str] | None = None,
     validated_at: datetime,
+    thresholds: Thresholds | None = None,
 ) -> ValidateReport:
     """Gate the given raw partition files (default: all not validated yet) with GX, then split
     their rows.
@@ -258,18 +306,29 @@ def validate(
     units = lake.pending_units(paths.lake) if units is None else units
     if not units:
         return ValidateReport([], 0, 0, 0, {}, 0, 0)
+    thresholds = thresholds or Thresholds()
     frames = []
     for unit in units:
         frame = pl.DataFrame(lake.read_unit(paths.lake, "raw", unit))
         frames.append(frame.with_columns(pl.lit(unit).alias("_unit")))
     batch = pl.concat(frames)
     items = pq.read_table(paths.lake / "catalog" / "items.parquet", columns=[C.item_id])
+    users = pq.read_table(paths.lake / "catalog" / "users.parquet", columns=[C.user_id])
+    first = batch[C.event_ts].min()
+    history = clean_history(
+        paths.lake, exclude=units, before=first if isinstance(first, datetime) else None
+    )
     params = ValidationParams(
         window_end=window_end,
         known_items=frozenset(items.column(C.item_id).to_pylist()),
+        known_users=frozenset(users.column(C.user_id).to_pylist()),
+        seen_users=history.users,
+        seen_items=history.items,
+        trailing_daily_volume=history.trailing_daily_volume,
         max_quarantine_share=max_quarantine_share,
+        **thresholds.model_dump(),
     )
-    result = validate_events(batch, params, passthrough=["_unit"])
+    result = validate_events(batch, params, passthrough=["_unit"], history_dates=history.dates)
     quarantined = result.quarantined.drop("_unit")
     report = ValidateReport(
         units=units,

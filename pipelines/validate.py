@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 import great_expectations as gx
 import pandas as pd
@@ -33,8 +33,21 @@ class ValidationParams(BaseModel):
 
     window_end: datetime = Field(description="No event may be later than this (UTC)")
     known_items: frozenset[str]
+    known_users: frozenset[str] | None = Field(None, description="user catalog (None: unchecked)")
+    seen_users: frozenset[str] | None = Field(None, description="users in clean history")
+    seen_items: frozenset[str] | None = Field(None, description="items in clean history")
+    trailing_daily_volume: float | None = Field(
+        None, description="mean events per day over the 7 days before the batch (None: no history)"
+    )
     event_types: tuple[str, ...] = EVENT_TYPES
+    rating_range: tuple[float, float] = (1.0, 5.0)
     max_quarantine_share: float = Field(0.01, ge=0, le=1)
+    max_unknown_user_share: float = Field(0.2, ge=0, le=1, description="users not in the catalog")
+    max_new_user_share: float = Field(0.5, ge=0, le=1, description="events of never-seen users")
+    max_new_item_share: float = Field(0.5, ge=0, le=1, description="events of never-seen items")
+    min_volume_ratio: float = Field(
+        0.5, ge=0, description="a new day needs this share of the trailing daily volume"
+    )
 
 
 def _blank(column: str) -> pl.Expr:
@@ -101,6 +114,29 @@ ROW_RULES: tuple[RowRule, ...] = (
         ],
     ),
     RowRule(
+        "rating_out_of_range",
+        lambda p: (
+            (pl.col(C.event_type) == "rating")
+            & (pl.col(C.value).is_null() | ~pl.col(C.value).is_between(*p.rating_range))
+        ),
+        lambda p, mostly: [
+            gx.expectations.ExpectColumnValuesToNotBeNull(
+                column=C.value,
+                row_condition='event_type=="rating"',
+                condition_parser="pandas",
+                mostly=mostly("rating"),
+            ),
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=C.value,
+                min_value=p.rating_range[0],
+                max_value=p.rating_range[1],
+                row_condition='event_type=="rating"',
+                condition_parser="pandas",
+                mostly=mostly("rating_value"),
+            ),
+        ],
+    ),
+    RowRule(
         "unknown_item",
         lambda p: ~pl.col(C.item_id).is_in(sorted(p.known_items)).fill_null(False),
         lambda p, mostly: [
@@ -146,7 +182,40 @@ def events_suite(
     for rule in ROW_RULES:
         for expectation in rule.expectations(params, mostly):
             suite.add_expectation(expectation)
+    # Batch-level shares: they stop a run but quarantine nothing (such events are valid).
+    batch_level = (
+        (C.user_id, params.known_users, params.max_unknown_user_share),
+        (C.user_id, params.seen_users, params.max_new_user_share),
+        (C.item_id, params.seen_items, params.max_new_item_share),
+    )
+    for column, known, max_share in batch_level:
+        if known is not None:
+            suite.add_expectation(
+                gx.expectations.ExpectColumnValuesToBeInSet(
+                    column=column, value_set=sorted(known), mostly=1.0 - max_share
+                )
+            )
     return suite
+
+
+def daily_volume_suite(params: ValidationParams) -> gx.ExpectationSuite:
+    """On one row per new event date of the batch (``n_events``): each day holds at least
+    ``min_volume_ratio`` of the trailing daily volume."""
+    assert params.trailing_daily_volume is not None
+    suite = gx.ExpectationSuite(name="daily_volume")
+    suite.add_expectation(
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column="n_events", min_value=params.min_volume_ratio * params.trailing_daily_volume
+        )
+    )
+    return suite
+
+
+def new_day_volumes(batch: pl.DataFrame, history_dates: frozenset[date]) -> pl.DataFrame:
+    """One row per event date of ``batch`` not already in the clean history: its event count.
+    Dates already in history only receive late events, which say nothing about volume."""
+    days = batch.group_by(pl.col(C.event_ts).dt.date().alias("day")).agg(pl.len().alias("n_events"))
+    return days.filter(~pl.col("day").is_in(sorted(history_dates))).sort("day")
 
 
 @dataclass(frozen=True)
@@ -234,8 +303,23 @@ def to_gx_frame(batch: pl.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _shares(frame: pl.DataFrame) -> dict[str, float]:
+    """Share of rows each expectation's ``mostly`` applies to (see :func:`events_suite`)."""
+    if not frame.height:
+        return {}
+    shares = {c: 1.0 - frame[c].null_count() / frame.height for c in frame.columns}
+    if C.event_type in frame.columns and C.value in frame.columns:
+        rating = frame[C.event_type] == "rating"
+        shares["rating"] = float(rating.sum()) / frame.height
+        shares["rating_value"] = float((rating & frame[C.value].is_not_null()).sum()) / frame.height
+    return shares
+
+
 def validate_events(
-    batch: pa.Table | pl.DataFrame, params: ValidationParams, passthrough: Sequence[str] = ()
+    batch: pa.Table | pl.DataFrame,
+    params: ValidationParams,
+    passthrough: Sequence[str] = (),
+    history_dates: frozenset[date] | None = None,
 ) -> ValidationResult:
     """Gate a batch of new events with GX and split it into clean and quarantined rows.
 
@@ -244,16 +328,18 @@ def validate_events(
     fails (``success`` is False, with ``failures`` naming each cause) when a table-level
     expectation fails, a row rule exceeds its ``mostly``, or the quarantined share exceeds
     ``max_quarantine_share``.
+
+    ``history_dates`` are the event dates already in the clean lake; with
+    ``params.trailing_daily_volume`` they enable the daily volume check on the batch's new dates.
     """
     frame = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)
     shown = frame.drop(passthrough)
-    non_null = (
-        {c: 1.0 - shown[c].null_count() / shown.height for c in shown.columns}
-        if shown.height
-        else {}
-    )
-    outcomes = run_expectations(to_gx_frame(shown), lambda: events_suite(params, non_null))
+    outcomes = run_expectations(to_gx_frame(shown), lambda: events_suite(params, _shares(shown)))
+    if params.trailing_daily_volume and history_dates is not None and C.event_ts in shown.columns:
+        volumes = new_day_volumes(shown, history_dates)
+        if volumes.height:
+            outcomes += run_expectations(volumes.to_pandas(), lambda: daily_volume_suite(params))
     failures = [
         f"expectation {o.expectation}"
         + (f" on column {o.column!r}" if o.column else "")

@@ -35,6 +35,8 @@ def _defective(reason: str) -> pl.DataFrame:
         bad = bad.with_columns(pl.col("event_ts") + pl.duration(days=400))
     elif reason == "negative_value":
         bad = bad.with_columns(pl.lit(-1.0).alias("value"))
+    elif reason == "rating_out_of_range":
+        bad = bad.with_columns(pl.lit("rating").alias("event_type"), pl.lit(7.0).alias("value"))
     elif reason == "unknown_item":
         bad = bad.with_columns(pl.lit("x9").alias("item_id"))
     elif reason == "duplicate_event_id":
@@ -98,3 +100,45 @@ def test_passthrough_columns_reach_both_outputs_but_not_gx() -> None:
     assert result.success  # GX did not see the extra column
     assert result.clean["_part"].unique().to_list() == ["part-a"]
     assert result.quarantined["_part"].to_list() == ["part-a"]
+
+
+def test_unknown_users_over_their_share_stop_the_run_without_quarantine() -> None:
+    batch = _good(10)  # users u0..u9
+    known = frozenset({"u0", "u1", "u2", "u3", "u4", "u5", "u6"})  # 30% unknown
+    params = _params().model_copy(update={"known_users": known, "max_unknown_user_share": 0.2})
+    result = validate_events(batch, params)
+    assert not result.success
+    assert any(
+        "expect_column_values_to_be_in_set on column 'user_id'" in f for f in result.failures
+    )
+    assert result.quarantined.height == 0
+    ok = params.model_copy(update={"max_unknown_user_share": 0.4})
+    assert validate_events(batch, ok).success
+
+
+def test_share_of_never_seen_users_is_gated_once_there_is_history() -> None:
+    batch = _good(10)
+    params = _params().model_copy(
+        update={"seen_users": frozenset({"u0", "u1"}), "max_new_user_share": 0.5}
+    )
+    assert not validate_events(batch, params).success  # 80% of events by new users
+    seen = frozenset(f"u{k}" for k in range(8))
+    assert validate_events(batch, params.model_copy(update={"seen_users": seen})).success
+
+
+def _day(day: int, n: int) -> pl.DataFrame:
+    return events_frame(
+        event_rows([(f"u{k}", "i1", "view", 24.0 * day + k % 24) for k in range(n)])
+    ).with_columns(pl.format("d{}-{}", pl.lit(day), pl.int_range(pl.len())).alias("event_id"))
+
+
+@pytest.mark.parametrize(("n_new_day", "passes"), [(10, False), (60, True)])
+def test_volume_drop_against_the_trailing_week(n_new_day: int, passes: bool) -> None:
+    history = frozenset((T0 + timedelta(days=d)).date() for d in range(7))
+    late = _day(6, 3)  # late events of a day already in history say nothing about volume
+    batch = pl.concat([_day(7, n_new_day), late])
+    params = _params().model_copy(update={"trailing_daily_volume": 100.0})
+    result = validate_events(batch, params, history_dates=history)
+    assert result.success is passes
+    if not passes:
+        assert any("on column 'n_events'" in f for f in result.failures)
