@@ -114,7 +114,8 @@ def test_bad_day_stops_the_run_naming_the_expectation(
     change, message = CASES[case]
     code, err = _run_day(baseline, tmp_path, change, monkeypatch, capsys)
     assert code == 1
-    assert "validation of" in err and message in err, err
+    assert "validation of" in err, err
+    assert message in err, err
 
 
 def test_a_share_under_the_threshold_continues(
