@@ -40,7 +40,12 @@ from pipelines.extract import (
 )
 from pipelines.publish import ServingStore, check_recommendations, publish_recommendations
 from pipelines.sources import FileSource, PostgresSource, Typed
-from pipelines.validate import ValidationError, ValidationParams, validate_events
+from pipelines.validate import (
+    ValidationError,
+    ValidationParams,
+    validate_events,
+    validate_recommendations,
+)
 
 
 @dataclass(frozen=True)
@@ -617,6 +622,9 @@ def score(
     Items the user interacted with before ``seen_before`` and unavailable items are excluded.
     Users with neither history nor attributes, and every user when no model is champion yet, get
     the popularity list (``source`` = popular), as do the slots a model cannot fill.
+
+    Raises:
+        ValidationError: the lists fail the recommendations suite (nothing is written).
     """
     users, items = _read_tables(paths, "user_features", "item_features")
     con = duckdb.connect()  # in memory: only reads the lake
@@ -640,6 +648,11 @@ def score(
             described, k, exclude=seen, allowed_items=available, num_threads=num_threads
         )
         recs, version = fill_to_k(recs, popular, k), champion.version
+    failures = validate_recommendations(
+        recs, k=k, expected_users=users[C.user_id], seen=seen, available_items=available
+    )
+    if failures:
+        raise ValidationError(f"recommendations of run {run_id}", failures)
     table = recs.with_columns(
         model_version=pl.lit(version),
         run_id=pl.lit(run_id),

@@ -20,7 +20,7 @@ import pyarrow as pa
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.contracts import EVENT_TYPES, EVENTS, C
+from features.contracts import EVENT_TYPES, EVENTS, RECOMMENDATION_SOURCES, C
 
 # GX logs every metric computation at INFO; the gate reports what matters itself.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -228,6 +228,8 @@ class ExpectationOutcome:
     unexpected_count: int | None
     unexpected_percent: float | None
     error: str | None = None
+    observed: object = None
+    examples: list[object] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -289,9 +291,25 @@ def run_expectations(
                 unexpected_count=r.result.get("unexpected_count"),
                 unexpected_percent=r.result.get("unexpected_percent"),
                 error=str(exc.get("exception_message")) if raised else None,
+                observed=r.result.get("observed_value"),
+                examples=list(r.result.get("partial_unexpected_list") or []),
             )
         )
     return outcomes
+
+
+def _describe(o: ExpectationOutcome) -> str:
+    """One failed expectation in words: which, on what, how many, and a few examples."""
+    text = f"expectation {o.expectation}" + (f" on column {o.column!r}" if o.column else "")
+    if o.unexpected_count is not None and o.unexpected_percent is not None:
+        text += f" failed: {o.unexpected_count} unexpected ({o.unexpected_percent:.3f}%)"
+    elif o.observed is not None:
+        text += f" failed: observed {o.observed}"
+    else:
+        text += " failed"
+    if o.examples:
+        text += f", e.g. {o.examples[:3]}"
+    return text + (f" (error: {o.error})" if o.error else "")
 
 
 def to_gx_frame(batch: pl.DataFrame) -> pd.DataFrame:
@@ -340,18 +358,7 @@ def validate_events(
         volumes = new_day_volumes(shown, history_dates)
         if volumes.height:
             outcomes += run_expectations(volumes.to_pandas(), lambda: daily_volume_suite(params))
-    failures = [
-        f"expectation {o.expectation}"
-        + (f" on column {o.column!r}" if o.column else "")
-        + (
-            f" failed: {o.unexpected_count} unexpected ({o.unexpected_percent:.3f}%)"
-            if o.unexpected_count is not None and o.unexpected_percent is not None
-            else " failed"
-        )
-        + (f" (error: {o.error})" if o.error else "")
-        for o in outcomes
-        if not o.success
-    ]
+    failures = [_describe(o) for o in outcomes if not o.success]
     schema_ok = set(EVENTS.names) <= set(frame.columns)
     if schema_ok:
         labelled = split_rows(frame, params)
@@ -383,3 +390,54 @@ class ValidationError(RuntimeError):
     def __init__(self, batch_name: str, failures: Sequence[str]) -> None:
         self.failures = list(failures)
         super().__init__(f"validation of {batch_name} failed:\n  - " + "\n  - ".join(failures))
+
+
+def recommendations_suite(
+    k: int, expected_users: Sequence[str], available_items: Sequence[str]
+) -> gx.ExpectationSuite:
+    """The lists about to be published: exactly ``k`` rows for each expected user (no user
+    missing, no stranger), ranks 1..k, no duplicate rank or item per user, finite scores, only
+    available items, none the user has already interacted with (``already_seen``)."""
+    e = gx.expectations
+    n = len(expected_users)
+    suite = gx.ExpectationSuite(name="recommendations")
+    for expectation in (
+        e.ExpectTableRowCountToEqual(value=k * n),
+        e.ExpectColumnUniqueValueCountToBeBetween(column=C.user_id, min_value=n, max_value=n),
+        e.ExpectColumnValuesToBeInSet(column=C.user_id, value_set=list(expected_users)),
+        e.ExpectColumnValuesToBeBetween(column=C.rank, min_value=1, max_value=k),
+        e.ExpectCompoundColumnsToBeUnique(column_list=[C.user_id, C.rank]),
+        e.ExpectCompoundColumnsToBeUnique(column_list=[C.user_id, C.item_id]),
+        e.ExpectColumnValuesToNotBeNull(column=C.score),
+        e.ExpectColumnValuesToBeBetween(column=C.score, min_value=-1e300, max_value=1e300),
+        e.ExpectColumnValuesToBeInSet(column=C.item_id, value_set=list(available_items)),
+        e.ExpectColumnValuesToBeInSet(column="already_seen", value_set=[False]),
+        e.ExpectColumnValuesToBeInSet(column=C.source, value_set=list(RECOMMENDATION_SOURCES)),
+    ):
+        suite.add_expectation(expectation)
+    return suite
+
+
+def validate_recommendations(
+    recs: pl.DataFrame,
+    *,
+    k: int,
+    expected_users: pl.Series,
+    seen: pl.DataFrame,
+    available_items: pl.Series,
+) -> list[str]:
+    """Run :func:`recommendations_suite`; returns the failures (empty when the lists may be
+    published), each naming the expectation and a few offending values."""
+    flagged = recs.select(C.user_id, C.rank, C.item_id, C.score, C.source).join(
+        seen.select(C.user_id, C.item_id).unique().with_columns(already_seen=pl.lit(True)),
+        on=[C.user_id, C.item_id],
+        how="left",
+    )
+    flagged = flagged.with_columns(pl.col("already_seen").fill_null(False))
+    outcomes = run_expectations(
+        flagged.to_pandas(),
+        lambda: recommendations_suite(
+            k, expected_users.unique().to_list(), available_items.unique().to_list()
+        ),
+    )
+    return [_describe(o) for o in outcomes if not o.success]
