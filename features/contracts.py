@@ -52,7 +52,8 @@ EVENTS = pa.schema(
         pa.field(C.ingested_at, TS, nullable=False),
     ]
 )
-"""Events in the lake (raw and clean zones). ``dt`` is the Hive partition, not a column."""
+"""Events in the lake (raw and clean zones). ``dt`` is the Hive partition, not a column. Ids are
+trimmed; a blank id is stored as null (and quarantined by validation)."""
 
 QUARANTINE = pa.schema(
     [

@@ -148,6 +148,8 @@ with staged as (
 mapped as (
     select
         staged.*,
+        nullif(trim(staged.user_id), '') as clean_user_id,
+        nullif(trim(staged.item_id), '') as clean_item_id,
         coalesce(type_map.dst, staged.event_type) as mapped_type,
         {ts_expr} as parsed_ts,
         try_cast(nullif(trim(value), '') as double) as parsed_value
@@ -209,8 +211,8 @@ def type_staged(
     events = pa.table(
         {
             C.event_id: ok.column(C.event_id),
-            C.user_id: ok.column(C.user_id),
-            C.item_id: ok.column(C.item_id),
+            C.user_id: ok.column("clean_user_id"),
+            C.item_id: ok.column("clean_item_id"),
             C.event_type: ok.column("mapped_type"),
             C.event_ts: ok.column("parsed_ts"),
             C.value: ok.column("parsed_value"),

@@ -109,7 +109,8 @@ def test_unknown_users_over_their_share_stop_the_run_without_quarantine() -> Non
     result = validate_events(batch, params)
     assert not result.success
     assert any(
-        "expect_column_values_to_be_in_set on column 'user_id'" in f for f in result.failures
+        "expect_column_values_to_be_in_set on column '_user_in_catalog'" in f
+        for f in result.failures
     )
     assert result.quarantined.height == 0
     ok = params.model_copy(update={"max_unknown_user_share": 0.4})
