@@ -77,10 +77,10 @@ def _measure(what: str, root: str, queue: Any) -> None:
     elif what == "files-floor":
         import duckdb
 
-        rows = duckdb.sql(
+        rows = duckdb.execute(
             "select count(*) from read_csv($p, columns = {'line': 'VARCHAR'}, delim = E'\\x01', "
             "quote = '', escape = '', header = false, auto_detect = false)",
-            params={"p": str(paths.landing / "events" / "*.jsonl.gz")},
+            {"p": str(paths.landing / "events" / "*.jsonl.gz")},
         ).fetchall()[0][0]
     elif what == "postgres-floor":
         import adbc_driver_postgresql.dbapi as postgresql

@@ -40,6 +40,7 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
     )
     from models.params import LightFMParams
     from models.registry import Tracking
+    from pipelines.sources import FileSource
     from pipelines.synthetic import PRESETS, write_landing
 
     base = Path(root)
@@ -48,6 +49,7 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
         lake=base / "lake",
         warehouse=base / "warehouse.duckdb",
         serving_url=f"sqlite:///{base / 'serving.sqlite'}",
+        gx_root=base,  # as the flow runs: file context, stored results, Data Docs
     )
     tracking = Tracking(
         f"sqlite:///{base / 'mlflow.db'}", base / "artifacts", "bench", "bench-lightfm"
@@ -62,7 +64,7 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
         params = params.model_copy(update={"start": now.date() - timedelta(days=params.days)})
         rows = write_landing(params, paths.landing).n_lines
     elif name == "extract":
-        rows = extract(paths, run_id="bench", ingested_at=now).rows_read
+        rows = extract(paths, sources=[FileSource()], run_id="bench", ingested_at=now).rows_read
     elif name == "validate":
         rows = validate(
             paths, run_id="bench", window_end=now + timedelta(minutes=10),
@@ -135,16 +137,22 @@ def _scoring(n_users: int, n_items: int, queue: Any) -> None:
     queue.put(("scoring", (n_users, n_items, results)))
 
 
-def run(presets: list[str], workdir: Path) -> None:
+def run(presets: list[str], workdir: Path, stages: list[str]) -> None:
     for preset in presets:
         root = workdir / preset
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
+        if "generate" in stages or not (root / "landing").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            stages = ["generate", *[s for s in stages if s != "generate"]]
+        else:  # reuse the generated landing files, start the stores afresh
+            for name in ("lake", "warehouse.duckdb", "serving.sqlite", "mlflow.db", "artifacts"):
+                shutil.rmtree(root / name, ignore_errors=True)
+                (root / name).unlink(missing_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
         rows: list[tuple[str, float, Any, float, float]] = []
         metrics: dict[str, float] = {}
         for _, value in _in_child(_imports):
             rows.append(value)
-        for stage in STAGES:
+        for stage in [s for s in STAGES if s in stages]:
             for kind, value in _in_child(_stage, stage, preset, str(root)):
                 if kind == "stage":
                     rows.append(value)
@@ -179,8 +187,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--presets", nargs="+", default=["demo"], choices=["tiny", "demo", "large"])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/recs-bench"))
+    parser.add_argument(
+        "--stages", nargs="+", default=list(STAGES), choices=STAGES,
+        help="stages to run (without generate: reuse the landing files of the last run)",
+    )  # fmt: skip
     args = parser.parse_args()
-    run(args.presets, args.workdir)
+    run(args.presets, args.workdir, args.stages)
 
 
 if __name__ == "__main__":

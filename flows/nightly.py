@@ -35,6 +35,7 @@ def _paths(settings: Settings) -> stages.Paths:
         lake=settings.lake,
         warehouse=settings.warehouse,
         serving_url=settings.serving,
+        gx_root=settings.data_dir,
     )
 
 
@@ -104,7 +105,26 @@ def validate_flow(units: list[str] | None = None) -> stages.ValidateReport:
         "validated %d rows: %d clean, %d quarantined %s",
         report.rows_in, report.rows_clean, report.rows_quarantined, report.quarantined_by_reason,
     )  # fmt: skip
+    create_markdown_artifact(
+        _validation_summary(report), key="validation-summary",
+        description="Expectations passed and failed, rows quarantined by reason",
+    )  # fmt: skip
     return report
+
+
+def _validation_summary(report: stages.ValidateReport) -> str:
+    lines = [
+        "# Validation of new events", "",
+        f"- partition files: {len(report.units)}",
+        f"- rows: {report.rows_in:,} in, {report.rows_clean:,} clean, "
+        f"{report.rows_quarantined:,} quarantined",
+        f"- expectations: {report.expectations_passed} passed, {report.expectations_failed} failed",
+        "", "| reason | rows |", "|---|--:|",
+        *(f"| {r} | {n:,} |" for r, n in report.quarantined_by_reason.items()),
+    ]  # fmt: skip
+    if report.data_docs:
+        lines += ["", f"[Data Docs](file://{report.data_docs}) (`{report.data_docs}`)"]
+    return "\n".join(lines)
 
 
 @flow(name="features")

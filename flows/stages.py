@@ -43,6 +43,7 @@ from pipelines.sources import FileSource, PostgresSource, Typed
 from pipelines.validate import (
     ValidationError,
     ValidationParams,
+    data_docs_index,
     validate_events,
     validate_recommendations,
 )
@@ -56,6 +57,7 @@ class Paths:
     lake: Path
     warehouse: Path
     serving_url: str
+    gx_root: Path | None = None  # GX file context and Data Docs under <gx_root>/gx (None: none)
 
 
 def part_name(path: Path) -> str:
@@ -240,6 +242,7 @@ class ValidateReport:
     expectations_passed: int
     expectations_failed: int
     failures: list[str] = field(default_factory=list)
+    data_docs: str | None = None
 
 
 class Thresholds(BaseModel):
@@ -333,7 +336,9 @@ def validate(
         max_quarantine_share=max_quarantine_share,
         **thresholds.model_dump(),
     )
-    result = validate_events(batch, params, passthrough=["_unit"], history_dates=history.dates)
+    result = validate_events(
+        batch, params, passthrough=["_unit"], history_dates=history.dates, gx_root=paths.gx_root
+    )
     quarantined = result.quarantined.drop("_unit")
     report = ValidateReport(
         units=units,
@@ -344,6 +349,7 @@ def validate(
         expectations_passed=sum(o.success for o in result.outcomes),
         expectations_failed=sum(not o.success for o in result.outcomes),
         failures=result.failures,
+        data_docs=str(data_docs_index(paths.gx_root)) if paths.gx_root else None,
     )
     with warehouse.connect(paths.warehouse) as con:
         if quarantined.height:
@@ -649,8 +655,9 @@ def score(
         )
         recs, version = fill_to_k(recs, popular, k), champion.version
     failures = validate_recommendations(
-        recs, k=k, expected_users=users[C.user_id], seen=seen, available_items=available
-    )
+        recs, k=k, expected_users=users[C.user_id], seen=seen, available_items=available,
+        gx_root=paths.gx_root,
+    )  # fmt: skip
     if failures:
         raise ValidationError(f"recommendations of run {run_id}", failures)
     table = recs.with_columns(

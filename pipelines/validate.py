@@ -12,13 +12,17 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
+from typing import cast
 
 import great_expectations as gx
 import great_expectations.execution_engine.pandas_execution_engine as _gx_pandas_engine
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.datasource.fluent import PandasDatasource
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.contracts import EVENT_TYPES, EVENTS, RECOMMENDATION_SOURCES, C
@@ -298,22 +302,67 @@ def split_rows(batch: pl.DataFrame, params: ValidationParams) -> pl.DataFrame:
     return batch.with_columns(reason.alias(C.reason))
 
 
+def data_docs_index(gx_root: Path) -> Path:
+    """The Data Docs page a file context under ``gx_root`` builds."""
+    return gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
 def run_expectations(
-    batch: pd.DataFrame, build_suite: Callable[[], gx.ExpectationSuite]
+    batch: pd.DataFrame,
+    build_suite: Callable[[], gx.ExpectationSuite],
+    gx_root: Path | None = None,
 ) -> list[ExpectationOutcome]:
-    """Validate a pandas batch with GX (ephemeral context, SUMMARY results).
+    """Validate a pandas batch with GX in SUMMARY mode.
 
     ``build_suite`` is called once the context exists (GX requires an active context to build
-    expectations).
+    expectations). Without ``gx_root`` the context is ephemeral. With it, a file context lives in
+    ``<gx_root>/gx``: the suite (defined in code, stored as JSON on every run), a validation
+    definition and a checkpoint named after the suite are kept there, every result is stored,
+    and the checkpoint rebuilds the Data Docs (:func:`data_docs_index`).
     """
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    suite = build_suite()
-    asset = context.data_sources.add_pandas("events").add_dataframe_asset("new_events")
-    batch_definition = asset.add_batch_definition_whole_dataframe("batch")
-    result = batch_definition.get_batch(batch_parameters={"dataframe": batch}).validate(
-        suite, result_format="SUMMARY"
-    )
+    if gx_root is None:
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        suite = build_suite()
+        asset = context.data_sources.add_pandas("recs").add_dataframe_asset(suite.name)
+        definition = asset.add_batch_definition_whole_dataframe("batch")
+        result = definition.get_batch(batch_parameters={"dataframe": batch}).validate(
+            suite, result_format="SUMMARY"
+        )
+    else:
+        files = gx.get_context(mode="file", project_root_dir=str(gx_root))
+        files.variables.progress_bars = ProgressBarsConfig(globally=False)
+        suite = files.suites.add_or_update(build_suite())
+        source = cast(
+            PandasDatasource,
+            files.data_sources.get("recs")
+            if "recs" in files.data_sources.all()
+            else files.data_sources.add_pandas("recs"),
+        )
+        names = {a.name for a in source.assets}
+        asset = (
+            source.get_asset(suite.name)
+            if suite.name in names
+            else source.add_dataframe_asset(suite.name)
+        )
+        definition = (
+            asset.get_batch_definition("batch")
+            if any(d.name == "batch" for d in asset.batch_definitions)
+            else asset.add_batch_definition_whole_dataframe("batch")
+        )
+        validation = files.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=suite.name, data=definition, suite=suite)
+        )
+        checkpoint = files.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=suite.name,
+                validation_definitions=[validation],
+                actions=[UpdateDataDocsAction(name="update-data-docs")],
+                result_format={"result_format": "SUMMARY"},
+            )
+        )
+        run = checkpoint.run(batch_parameters={"dataframe": batch})
+        (result,) = run.run_results.values()
     outcomes = []
     for r in result.results:
         config = r.expectation_config
@@ -376,6 +425,7 @@ def validate_events(
     params: ValidationParams,
     passthrough: Sequence[str] = (),
     history_dates: frozenset[date] | None = None,
+    gx_root: Path | None = None,
 ) -> ValidationResult:
     """Gate a batch of new events with GX and split it into clean and quarantined rows.
 
@@ -393,11 +443,15 @@ def validate_events(
     flagged = membership_flags(frame, params)
     flags = [c for c in flagged.columns if c not in frame.columns]
     shown = flagged.drop(passthrough)
-    outcomes = run_expectations(to_gx_frame(shown), lambda: events_suite(params, _shares(shown)))
+    outcomes = run_expectations(
+        to_gx_frame(shown), lambda: events_suite(params, _shares(shown)), gx_root
+    )
     if params.trailing_daily_volume and history_dates is not None and C.event_ts in shown.columns:
         volumes = new_day_volumes(shown, history_dates)
         if volumes.height:
-            outcomes += run_expectations(volumes.to_pandas(), lambda: daily_volume_suite(params))
+            outcomes += run_expectations(
+                volumes.to_pandas(), lambda: daily_volume_suite(params), gx_root
+            )
     failures = [_describe(o) for o in outcomes if not o.success]
     schema_ok = set(EVENTS.names) <= set(frame.columns)
     if schema_ok:
@@ -432,25 +486,25 @@ class ValidationError(RuntimeError):
         super().__init__(f"validation of {batch_name} failed:\n  - " + "\n  - ".join(failures))
 
 
-def recommendations_suite(
-    k: int, expected_users: Sequence[str], available_items: Sequence[str]
-) -> gx.ExpectationSuite:
-    """The lists about to be published: exactly ``k`` rows for each expected user (no user
-    missing, no stranger), ranks 1..k, no duplicate rank or item per user, finite scores, only
-    available items, none the user has already interacted with (``already_seen``)."""
+def recommendations_suite(k: int, n_users: int) -> gx.ExpectationSuite:
+    """The lists about to be published: exactly ``k`` rows for each of the ``n_users`` expected
+    users (none missing, no stranger: ``expected_user``), ranks 1..k, no duplicate rank or item
+    per user, finite scores, only available items (``available_item``), none the user has already
+    interacted with (``already_seen``). The three flags come from
+    :func:`validate_recommendations`."""
     e = gx.expectations
-    n = len(expected_users)
+    n = n_users
     suite = gx.ExpectationSuite(name="recommendations")
     for expectation in (
         e.ExpectTableRowCountToEqual(value=k * n),
         e.ExpectColumnUniqueValueCountToBeBetween(column=C.user_id, min_value=n, max_value=n),
-        e.ExpectColumnValuesToBeInSet(column=C.user_id, value_set=list(expected_users)),
+        e.ExpectColumnValuesToBeInSet(column="expected_user", value_set=[True]),
         e.ExpectColumnValuesToBeBetween(column=C.rank, min_value=1, max_value=k),
         e.ExpectCompoundColumnsToBeUnique(column_list=[C.user_id, C.rank]),
         e.ExpectCompoundColumnsToBeUnique(column_list=[C.user_id, C.item_id]),
         e.ExpectColumnValuesToNotBeNull(column=C.score),
         e.ExpectColumnValuesToBeBetween(column=C.score, min_value=-1e300, max_value=1e300),
-        e.ExpectColumnValuesToBeInSet(column=C.item_id, value_set=list(available_items)),
+        e.ExpectColumnValuesToBeInSet(column="available_item", value_set=[True]),
         e.ExpectColumnValuesToBeInSet(column="already_seen", value_set=[False]),
         e.ExpectColumnValuesToBeInSet(column=C.source, value_set=list(RECOMMENDATION_SOURCES)),
     ):
@@ -465,6 +519,7 @@ def validate_recommendations(
     expected_users: pl.Series,
     seen: pl.DataFrame,
     available_items: pl.Series,
+    gx_root: Path | None = None,
 ) -> list[str]:
     """Run :func:`recommendations_suite`; returns the failures (empty when the lists may be
     published), each naming the expectation and a few offending values."""
@@ -473,11 +528,13 @@ def validate_recommendations(
         on=[C.user_id, C.item_id],
         how="left",
     )
-    flagged = flagged.with_columns(pl.col("already_seen").fill_null(False))
+    flagged = flagged.with_columns(
+        pl.col("already_seen").fill_null(False),
+        expected_user=pl.col(C.user_id).is_in(expected_users.implode()),
+        available_item=pl.col(C.item_id).is_in(available_items.implode()),
+    )
+    n_users = expected_users.n_unique()
     outcomes = run_expectations(
-        flagged.to_pandas(),
-        lambda: recommendations_suite(
-            k, expected_users.unique().to_list(), available_items.unique().to_list()
-        ),
+        flagged.to_pandas(), lambda: recommendations_suite(k, n_users), gx_root
     )
     return [_describe(o) for o in outcomes if not o.success]

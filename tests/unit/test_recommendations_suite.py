@@ -39,7 +39,7 @@ def test_good_lists_pass() -> None:
         (lambda r: [*r[:2], ("a", 3, "i1", 0.7), *r[3:]], "expect_compound_columns_to_be_unique"),
         (lambda r: [*r[:2], ("a", 3, "i5", 0.7), *r[3:]], "on column 'already_seen'"),
         (lambda r: r[:3], "expect_column_unique_value_count_to_be_between on column 'user_id'"),
-        (lambda r: [*r[:2], ("a", 3, "i9", 0.7), *r[3:]], "on column 'item_id'"),
+        (lambda r: [*r[:2], ("a", 3, "i9", 0.7), *r[3:]], "on column 'available_item'"),
         (lambda r: [*r[:2], ("a", 3, "i3", float("nan")), *r[3:]], "on column 'score'"),
         (lambda r: [*r[:2], ("a", 4, "i3", 0.7), *r[3:]], "on column 'rank'"),
         (lambda r: r[:5], "expect_table_row_count_to_equal"),
