@@ -315,11 +315,7 @@ def validate(
     if not units:
         return ValidateReport([], 0, 0, 0, {}, 0, 0)
     thresholds = thresholds or Thresholds()
-    frames = []
-    for unit in units:
-        frame = pl.DataFrame(lake.read_unit(paths.lake, "raw", unit))
-        frames.append(frame.with_columns(pl.lit(unit).alias("_unit")))
-    batch = pl.concat(frames)
+    batch = lake.read_units(paths.lake, "raw", units, unit_column="_unit")
     items = pq.read_table(paths.lake / "catalog" / "items.parquet", columns=[C.item_id])
     users = pq.read_table(paths.lake / "catalog" / "users.parquet", columns=[C.user_id])
     first = batch[C.event_ts].min()
@@ -392,12 +388,24 @@ def validate(
         raise ValidationError(
             f"{len(units)} raw partition file(s) ({units[0]}, ...)", result.failures
         )
-    clean = result.clean.partition_by("_unit", as_dict=True)
+    by_file = _slices_by(result.clean, "_unit")
     for unit in units:
-        rows = clean.get((unit,))
+        rows = by_file.get(str(lake.zone_dir(paths.lake, "raw") / unit))
         table = rows.drop("_unit").to_arrow() if rows is not None else EVENTS.empty_table()
         lake.write_unit(paths.lake, "clean", unit, table)
     return report
+
+
+def _slices_by(frame: pl.DataFrame, column: str) -> dict[str, pl.DataFrame]:
+    """Rows per value of ``column`` as zero-copy slices: the rows of one file are contiguous
+    (read in file order, filtered in order), which ``partition_by`` would copy for nothing."""
+    out: dict[str, pl.DataFrame] = {}
+    offset = 0
+    for length, value in frame[column].rle().struct.unnest().iter_rows():
+        part = frame.slice(offset, length)
+        out[value] = pl.concat([out[value], part]) if value in out else part
+        offset += length
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import os
 import uuid
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -85,6 +86,16 @@ def write_unit(lake: Path, zone: str, unit: str, events: pa.Table) -> Path:
 def read_unit(lake: Path, zone: str, unit: str) -> pa.Table:
     """One partition file, typed to the contract."""
     return pq.read_table(zone_dir(lake, zone) / unit, schema=EVENTS)
+
+
+def read_units(lake: Path, zone: str, units: list[str], *, unit_column: str) -> pl.DataFrame:
+    """Several partition files in one parallel read; ``unit_column`` (categorical) holds each
+    row's file path, so rows can be written back to their own file."""
+    files = [str(zone_dir(lake, zone) / unit) for unit in units]
+    frame = pl.read_parquet(
+        files, hive_partitioning=False, include_file_paths=unit_column, schema=pl.Schema(EVENTS)
+    )
+    return frame.with_columns(pl.col(unit_column).cast(pl.Categorical))
 
 
 def units(lake: Path, zone: str) -> dict[str, float]:

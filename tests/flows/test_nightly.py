@@ -53,6 +53,8 @@ def test_every_record_is_accounted_for(first_run: dict[str, Any], tiny_landing: 
     assert ex.rows_rejected > 0
     assert va.rows_quarantined > 0
     assert set(ex.rejected_by_reason) == {"malformed_json", "unparseable_timestamp"}
+    assert va.data_docs is not None
+    assert Path(va.data_docs).exists()
     assert set(va.quarantined_by_reason) == {
         "missing_user_id", "missing_item_id", "unknown_event_type", "future_timestamp",
         "negative_value", "duplicate_event_id", "unknown_item",

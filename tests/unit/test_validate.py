@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -143,3 +144,16 @@ def test_volume_drop_against_the_trailing_week(n_new_day: int, passes: bool) -> 
     assert result.success is passes
     if not passes:
         assert any("on column 'n_events'" in f for f in result.failures)
+
+
+def test_file_context_keeps_the_suite_and_builds_data_docs(tmp_path: Path) -> None:
+    from pipelines.validate import data_docs_index
+
+    result = validate_events(_defective("unknown_item"), _params(), gx_root=tmp_path)
+    assert result.success
+    assert (tmp_path / "gx" / "expectations" / "new_events.json").exists()
+    index = data_docs_index(tmp_path)
+    assert index.exists()
+    pages = list((index.parent / "validations").rglob("*.html"))
+    assert pages, "a validation result page"
+    assert "new_events" in index.read_text()
