@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", help="print a user's list from the serving store")
     rec.add_argument("user_id")
 
-    sub.add_parser("quarantine", help="recent rejected records by reason")
+    quarantine = sub.add_parser("quarantine", help="rejected records by reason; release fixed ones")
+    quarantine.add_argument("action", nargs="?", choices=("list", "release"), default="list")
+    quarantine.add_argument("--reason", action="append", help="release: only these reasons")
     sub.add_parser("demo", help="generate data if there is none, run nightly, show the outputs")
     return parser
 
@@ -267,6 +269,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             _import(args)
         case "recommend":
             return _recommend(args)
+        case "quarantine" if args.action == "release":
+            from flows.nightly import release_flow
+
+            report = release_flow(reasons=args.reason)
+            print(
+                f"released {report.rows_released:,} of {report.rows_checked:,} quarantined rows "
+                f"into {len(report.units)} clean partition files; still quarantined: "
+                f"{report.still_quarantined_by_reason}"
+            )
         case "quarantine":
             _quarantine()
         case "demo":

@@ -178,6 +178,28 @@ def publish_flow(recommendations: Path | None = None) -> stages.PublishReport:
     )  # fmt: skip
 
 
+release_task = task(name="release-quarantine")(stages.release_quarantine)
+
+
+@flow(name="release-quarantine")
+def release_flow(reasons: list[str] | None = None) -> stages.ReleaseReport:
+    """Re-validate quarantined rows after a fix (say, missing items added to the catalog and
+    extracted) and release the ones that now pass into the clean zone; the next nightly run
+    trains on them. ``reasons`` limits it to some quarantine reasons."""
+    settings = Settings()
+    now = _now()
+    report = release_task(
+        _paths(settings), run_id=_run_id(),
+        window_end=now + timedelta(minutes=settings.clock_skew_minutes), released_at=now,
+        reasons=reasons,
+    )  # fmt: skip
+    get_run_logger().info(
+        "released %d of %d quarantined rows; still quarantined: %s",
+        report.rows_released, report.rows_checked, report.still_quarantined_by_reason,
+    )  # fmt: skip
+    return report
+
+
 def _summary(reports: dict[str, Any]) -> str:
     lines = ["# Nightly recommendations", ""]
     for stage, report in reports.items():

@@ -739,3 +739,107 @@ def latest_recommendations(paths: Paths) -> Path:
             f"{paths.lake / 'recommendations'}: nothing scored; run `recs run score`"
         )
     return files[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# quarantine release
+
+
+@dataclass(frozen=True)
+class ReleaseReport:
+    """Quarantined rows re-checked after a fix: how many passed and went to the clean zone."""
+
+    rows_checked: int
+    rows_released: int
+    still_quarantined_by_reason: dict[str, int]
+    units: list[str]
+
+
+def release_quarantine(
+    paths: Paths,
+    *,
+    run_id: str,
+    window_end: datetime,
+    released_at: datetime,
+    reasons: Sequence[str] | None = None,
+) -> ReleaseReport:
+    """Re-validate rows that validation quarantined (optionally only some reasons) against the
+    current rules and catalogs, e.g. after unknown items were added to the catalog, and release
+    the ones that now pass into the clean zone (``dt=<day>/released-<run_id>.parquet``).
+
+    A row is released at most once (``quarantine_releases`` records it); a row whose event id is
+    already clean is never released (it would be a duplicate).
+    """
+    with warehouse.connect(paths.warehouse) as con:
+        if not warehouse.table_exists(con, "quarantine"):
+            return ReleaseReport(0, 0, {}, [])
+        released_before = (
+            "anti join quarantine_releases using (raw_md5)"
+            if warehouse.table_exists(con, "quarantine_releases")
+            else ""
+        )
+        candidates = pl.DataFrame(
+            con.sql(
+                f"""
+                select distinct md5(raw) as raw_md5, reason, raw
+                from (select *, md5(raw) as raw_md5 from quarantine where stage = 'validate')
+                {released_before}
+                """
+            ).to_arrow_table()
+        )
+    if reasons:
+        candidates = candidates.filter(pl.col(C.reason).is_in(list(reasons)))
+    if candidates.height == 0:
+        return ReleaseReport(0, 0, {}, [])
+    schema = {name: pl.String for name in EVENTS.names}
+    rows = (
+        candidates.select(
+            pl.col(C.raw).str.json_decode(pl.Struct(schema)).struct.unnest(), "raw_md5"
+        )
+        .with_columns(
+            pl.col(C.event_ts, C.ingested_at).str.to_datetime(time_zone="UTC", time_unit="us"),
+            pl.col(C.value).cast(pl.Float64),
+        )
+    )  # fmt: skip
+    clean_ids = duckdb.execute(
+        "select distinct event_id from read_parquet(?)", [lake.events_glob(paths.lake, "clean")]
+    ).fetchall()
+    already_clean = pl.Series([i for (i,) in clean_ids], dtype=pl.String)
+    items = pq.read_table(paths.lake / "catalog" / "items.parquet", columns=[C.item_id])
+    params = ValidationParams(
+        window_end=window_end,
+        known_items=frozenset(items.column(C.item_id).to_pylist()),
+        max_quarantine_share=1.0,  # a selection, not a gate: every row is judged on its own
+    )
+    result = validate_events(rows, params, passthrough=["raw_md5"])
+    passing = result.clean.filter(~pl.col(C.event_id).is_in(already_clean.implode()))
+    still = pl.concat(
+        [
+            result.quarantined.select(C.reason),
+            result.clean.filter(pl.col(C.event_id).is_in(already_clean.implode()))
+            .with_columns(pl.lit("duplicate_event_id").alias(C.reason))
+            .select(C.reason),
+        ]
+    )
+    written = lake.write_part(
+        paths.lake, "clean", f"{lake.RELEASED}{run_id}", passing.drop("raw_md5").to_arrow()
+    ) if passing.height else []  # fmt: skip
+    root = lake.zone_dir(paths.lake, "clean")
+    with warehouse.connect(paths.warehouse) as con:
+        if passing.height:
+            warehouse.append(
+                con,
+                "quarantine_releases",
+                passing.select(
+                    "raw_md5",
+                    C.event_id,
+                    pl.lit(run_id).alias(C.run_id),
+                    pl.lit(released_at).cast(pl.Datetime("us", "UTC")).alias("released_at"),
+                ).to_arrow(),
+            )
+    return ReleaseReport(
+        rows_checked=candidates.height,
+        rows_released=passing.height,
+        still_quarantined_by_reason=dict(sorted(still.group_by(C.reason).len().iter_rows())),
+        units=[str(p.relative_to(root)) for p in written],
+    )

@@ -24,6 +24,9 @@ import pyarrow.parquet as pq
 
 from features.contracts import EVENTS, C, conform
 
+RELEASED = "released-"
+"""Prefix of clean partition files holding rows released from quarantine."""
+
 
 def zone_dir(lake: Path, zone: str) -> Path:
     """Directory of an event zone (``raw`` or ``clean``)."""
@@ -114,7 +117,8 @@ def pending_units(lake: Path) -> list[str]:
     """
     raw, clean = units(lake, "raw"), units(lake, "clean")
     for orphan in clean.keys() - raw.keys():
-        (zone_dir(lake, "clean") / orphan).unlink()
+        if not orphan.split("/", 1)[1].startswith(RELEASED):  # released rows have no raw file
+            (zone_dir(lake, "clean") / orphan).unlink()
     return sorted(u for u, mtime in raw.items() if u not in clean or clean[u] < mtime)
 
 
