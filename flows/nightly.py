@@ -203,8 +203,20 @@ def release_flow(reasons: list[str] | None = None) -> stages.ReleaseReport:
 def _summary(reports: dict[str, Any]) -> str:
     lines = ["# Nightly recommendations", ""]
     for stage, report in reports.items():
+        fields = asdict(report)
+        if isinstance(report, stages.ExtractReport):
+            # Totals first; the per-source detail stays in the `extractions` table.
+            fields = {
+                "rows_read": report.rows_read, "rows_written": report.rows_written,
+                "rows_rejected": report.rows_rejected,
+                "rejected_by_reason": report.rejected_by_reason,
+                "files_skipped": report.files_skipped, "partition_files": len(report.units),
+                "n_users": report.n_users, "n_items": report.n_items,
+            }  # fmt: skip
+        elif isinstance(report, stages.ValidateReport):
+            fields["units"] = len(report.units)
         lines += [f"## {stage}", "", "| field | value |", "|---|---|"]
-        for key, value in asdict(report).items():
+        for key, value in fields.items():
             if isinstance(value, float):
                 value = f"{value:.4f}"
             lines.append(f"| {key} | {value} |")
