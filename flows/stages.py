@@ -44,6 +44,7 @@ from pipelines.validate import (
     ValidationError,
     ValidationParams,
     data_docs_index,
+    validate_catalog,
     validate_events,
     validate_recommendations,
 )
@@ -150,6 +151,14 @@ def extract(
     """
     users = read_catalog(paths.landing / "users.csv", C.user_id)
     items = read_catalog(paths.landing / "items.csv", C.item_id, required=(C.available,))
+    for name, id_column, table in (("users", C.user_id, users), ("items", C.item_id, items)):
+        latest = paths.lake / "catalog" / f"{name}.parquet"
+        failures = validate_catalog(
+            table, name=name, id_column=id_column,
+            previous=pq.read_table(latest) if latest.exists() else None, gx_root=paths.gx_root,
+        )  # fmt: skip
+        if failures:
+            raise ValidationError(str(paths.landing / f"{name}.csv"), failures)
     for name, table in (("users", users), ("items", items)):
         lake.write_catalog(paths.lake, name, table, run_id=run_id)
     backfill = since is not None or until is not None

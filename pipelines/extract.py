@@ -79,28 +79,21 @@ def quarantine_rows(
 
 
 def read_catalog(path: Path, id_column: str, required: tuple[str, ...] = ()) -> pa.Table:
-    """Read a catalog CSV; ids must be present and unique. Items get a null ``tags`` column and
-    users nothing extra when the catalog has none, so feature SQL can rely on them.
+    """Read a catalog CSV: ids as trimmed strings (a blank id becomes null), and a null ``tags``
+    column for items that have none, so feature SQL can rely on it. Whether ids are present and
+    unique, and attributes in their domains, is the catalog suite's call
+    (:func:`pipelines.validate.validate_catalog`).
 
     Raises:
-        ContractError: naming the file and the missing column, row of a blank id, or duplicate id.
+        ContractError: naming the file and the missing column.
     """
     table = pacsv.read_csv(path)
     for column in (id_column, *required):
         if column not in table.column_names:
             raise ContractError(f"{path}: missing column {column!r}; got {table.column_names}")
-    ids = table.column(id_column).cast(pa.string())
+    ids = pc.utf8_trim_whitespace(table.column(id_column).cast(pa.string()))
+    ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)
     table = table.set_column(table.schema.get_field_index(id_column), id_column, ids)
-    blank = pc.or_kleene(pc.is_null(ids), pc.equal(pc.utf8_trim_whitespace(ids), "")).fill_null(
-        True
-    )
-    if pc.any(blank).as_py():
-        row = pc.index(blank, True).as_py()
-        raise ContractError(f"{path}: row {row + 2} has a blank {id_column!r}")
-    if pc.count_distinct(ids).as_py() != table.num_rows:
-        counts = pc.value_counts(ids)
-        dupes = [v["values"] for v in counts.to_pylist() if v["counts"] > 1][:5]
-        raise ContractError(f"{path}: duplicate {id_column!r} values, e.g. {dupes}")
     if id_column == C.item_id and "tags" not in table.column_names:
         table = table.append_column("tags", pa.nulls(table.num_rows, pa.string()))
     return table
