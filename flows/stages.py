@@ -440,11 +440,14 @@ def latest_event_ts(paths: Paths) -> datetime:
             f"{lake.zone_dir(paths.lake, 'clean')}: no clean events; run `recs run extract` "
             "and `recs run validate` first"
         )
-    with warehouse.connect(paths.warehouse) as con:
+    con = duckdb.connect()  # in memory: the lake only, no lock on the warehouse
+    try:
+        con.execute("set TimeZone = 'UTC'")
         rows = con.execute(
-            "select max(event_ts) from read_parquet(?, hive_partitioning = true)",
-            [lake.events_glob(paths.lake, "clean")],
+            "select max(event_ts) from read_parquet(?)", [lake.events_glob(paths.lake, "clean")]
         ).fetchall()
+    finally:
+        con.close()
     value: datetime = rows[0][0]
     return value
 

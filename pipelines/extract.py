@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -144,8 +145,6 @@ def extract_file(
 
 def file_date(path: Path) -> date | None:
     """The first YYYY-MM-DD in a file name, if any (used to pick files of a backfill range)."""
-    import re
-
     match = re.search(r"(\d{4}-\d{2}-\d{2})", path.name)
     return date.fromisoformat(match.group(1)) if match else None
 
