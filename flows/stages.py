@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from features.build import FEATURE_TABLES, register_inputs, run_sql
-from features.contracts import EVENTS, RECOMMENDATIONS, C, ContractError, conform
+from features.contracts import EVENTS, RECOMMENDATIONS, SIMILAR_ITEMS, C, ContractError, conform
 from features.matrices import training_matrices
+from models.base import Recommender
 from models.baselines import PopularityRecommender
 from models.evaluate import ranking_metrics
 from models.lightfm_model import train_lightfm
@@ -553,7 +554,7 @@ def train(
     model = train_lightfm(matrices, params)
     holdout_users = users.filter(pl.col(C.user_id).is_in(holdout[C.user_id].unique().implode()))
     seen = interactions.select(C.user_id, C.item_id)
-    candidates: dict[str, object] = {
+    candidates: dict[str, Recommender] = {
         "model": model,
         "baseline": PopularityRecommender.fit(interactions),
     }
@@ -562,9 +563,7 @@ def train(
         candidates["champion"] = champion.recommender
     metrics: dict[str, float] = {}
     for name, recommender in candidates.items():
-        recs = recommender.recommend(  # type: ignore[attr-defined]
-            holdout_users, k, exclude=seen, num_threads=params.num_threads
-        )
+        recs = recommender.recommend(holdout_users, k, exclude=seen, num_threads=params.num_threads)
         for metric, value in ranking_metrics(recs, holdout, k).items():
             metrics[f"{name}_{metric}"] = value
     key = f"precision_at_{k}"
@@ -617,6 +616,7 @@ class ScoreReport:
     model_version: str
     n_users: int
     rows_by_source: dict[str, int]
+    similar_items: Path | None = None
 
 
 def fill_to_k(primary: pl.DataFrame, fallback: pl.DataFrame, k: int) -> pl.DataFrame:
@@ -690,8 +690,17 @@ def score(
     out = paths.lake / "recommendations" / f"run_id={run_id}" / "recommendations.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out, compression="zstd")
+    similar_path = None
+    if champion is not None:
+        similar = champion.recommender.similar_items(
+            k, allowed_items=available, num_threads=num_threads
+        )
+        similar_path = out.with_name("similar_items.parquet")
+        pq.write_table(conform(similar.to_arrow(), SIMILAR_ITEMS, "similar items"), similar_path)
     by_source = dict(recs.group_by(C.source).len().sort(C.source).iter_rows())
-    return ScoreReport(out, version, users.height, {str(s): int(n) for s, n in by_source.items()})
+    return ScoreReport(
+        out, version, users.height, {str(s): int(n) for s, n in by_source.items()}, similar_path
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -722,10 +731,12 @@ def publish(
     (popular,) = _read_tables(paths, "popular_items")
     run_id = str(table.column(C.run_id)[0])
     version = str(table.column("model_version")[0])
+    similar_path = recommendations.with_name("similar_items.parquet")
     pub = publish_recommendations(
         ServingStore(paths.serving_url),
         table,
         popular.to_arrow(),
+        similar_items=pq.read_table(similar_path) if similar_path.exists() else None,
         run_id=run_id,
         model_version=version,
         clock=clock,

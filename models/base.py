@@ -23,7 +23,10 @@ RECS_SCHEMA = {
 class Recommender(Protocol):
     """A model that ranks items for users (LightFM, popularity, ...)."""
 
-    item_ids: pl.Series
+    @property
+    def item_ids(self) -> pl.Series:
+        """The items it can recommend, in its own order."""
+        ...
 
     def recommend(
         self,

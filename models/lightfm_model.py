@@ -98,6 +98,30 @@ class LightFMRecommender:
         source = pl.Series(np.where(warm, "model", "cold_start"), dtype=pl.String)
         return recommendation_frame(users[C.user_id], self.item_ids, idx, scores, source)
 
+    def similar_items(
+        self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1
+    ) -> pl.DataFrame:
+        """One row per item_id x rank (1..k): the most similar other items by cosine of their
+        embeddings (``similar_item_id``, ``score``), restricted to ``allowed_items``."""
+        norms = np.linalg.norm(self.item_embeddings, axis=1, keepdims=True)
+        unit = self.item_embeddings / np.where(norms == 0, 1.0, norms)
+        n = self.item_ids.len()
+        idx, scores = top_k(
+            unit, unit, k,
+            exclude=sp.identity(n, dtype=np.int8, format="csr"),
+            allowed=allowed_mask(allowed_items, self.item_ids),
+            num_threads=num_threads,
+        )  # fmt: skip
+        recs = recommendation_frame(
+            self.item_ids, self.item_ids, idx, scores, pl.Series(["model"] * n, dtype=pl.String)
+        )
+        return recs.select(
+            pl.col(C.user_id).alias(C.item_id),  # the frame's "user" column holds the item
+            C.rank,
+            pl.col(C.item_id).alias("similar_item_id"),
+            C.score,
+        )
+
     def save(self, directory: Path) -> Path:
         """Write the model as ``arrays.npz`` + ``meta.json`` into ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Publish: the serving store online systems read (SQLite by default, PostgreSQL in production).
 
-A publish writes each table into a fresh staging table (Arrow -> ADBC bulk ingest), then swaps
+A publish writes each table (``recommendations``, ``popular_items``, ``similar_items``) into a
+fresh staging table (Arrow -> ADBC bulk ingest), then swaps
 all of them in with renames inside one transaction and records the publication. Readers see the
 previous version until the commit and the new one after it, never a mix or an empty table; a
 failure before the commit leaves yesterday's version serving (the staging table is dropped).
@@ -26,6 +27,7 @@ from features.contracts import (
     POPULAR_ITEMS,
     RECOMMENDATION_SOURCES,
     RECOMMENDATIONS,
+    SIMILAR_ITEMS,
     C,
     ContractError,
     conform,
@@ -51,6 +53,10 @@ _DDL = {
     "popular_items": (
         "segment {text} not null, rank {int} not null, item_id {text} not null, "
         "score {float} not null, primary key (segment, rank)"
+    ),
+    "similar_items": (
+        "item_id {text} not null, rank {int} not null, similar_item_id {text} not null, "
+        "score {float} not null, primary key (item_id, rank)"
     ),
 }
 
@@ -185,6 +191,7 @@ def publish_recommendations(
     recommendations: pa.Table,
     popular_items: pa.Table,
     *,
+    similar_items: pa.Table | None = None,
     run_id: str,
     model_version: str,
     clock: Callable[[], datetime],
@@ -195,10 +202,16 @@ def publish_recommendations(
         clock: returns the current UTC time (the start and the commit are stamped with it).
         recommendations: rows of the ``RECOMMENDATIONS`` contract (already checked).
         popular_items: rows of the ``POPULAR_ITEMS`` contract (fallback for unknown users).
+        similar_items: rows of the ``SIMILAR_ITEMS`` contract (empty table when None).
     """
     tables = {
         "recommendations": conform(recommendations, RECOMMENDATIONS, "recommendations"),
         "popular_items": conform(popular_items, POPULAR_ITEMS, "popular_items"),
+        "similar_items": conform(
+            similar_items if similar_items is not None else SIMILAR_ITEMS.empty_table(),
+            SIMILAR_ITEMS,
+            "similar_items",
+        ),
     }
     started_at = clock()
     recs = tables["recommendations"]

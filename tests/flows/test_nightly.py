@@ -84,6 +84,12 @@ def test_serving_table_has_k_unseen_items_for_every_user_with_history(
     assert history <= per_user.keys()
     assert all(sorted(r) == list(range(1, 11)) for r in per_user.values())
     assert not [(u, i) for u, _, i, _ in rows if (u, i) in seen]
+    with _serving(env) as db:
+        n_items, n_rows = db.execute(
+            "select count(distinct item_id), count(*) from similar_items"
+        ).fetchone()
+    assert n_items > 0
+    assert n_rows == 10 * n_items
     assert {s for *_, s in rows} <= {"model", "cold_start", "popular"}
 
 

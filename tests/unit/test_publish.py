@@ -58,10 +58,25 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServingSto
     yield ServingStore(request.getfixturevalue("pg_schema_url"))
 
 
+SIMILAR = (
+    pl.DataFrame(
+        {
+            "item_id": ["i1", "i1"],
+            "rank": [1, 2],
+            "similar_item_id": ["i2", "i3"],
+            "score": [0.9, 0.5],
+        }
+    )
+    .with_columns(pl.col("rank").cast(pl.Int32))
+    .to_arrow()
+)
+
+
 def _publish(store: ServingStore, recs: pa.Table, version: str) -> None:
     publish_recommendations(
-        store, recs, POPULAR, run_id=f"run-{version}", model_version=version, clock=lambda: AT
-    )
+        store, recs, POPULAR, similar_items=SIMILAR, run_id=f"run-{version}",
+        model_version=version, clock=lambda: AT,
+    )  # fmt: skip
 
 
 def _all(store: ServingStore) -> pa.Table:
@@ -78,6 +93,13 @@ def test_publish_then_read_by_user(store: ServingStore) -> None:
     assert got.column("item_id").to_pylist() == ["i1", "i2", "i3"]
     assert got.column("rank").to_pylist() == [1, 2, 3]
     assert got.column("source").to_pylist() == ["model"] * 3
+
+
+def test_similar_items_are_published_with_the_lists(store: ServingStore) -> None:
+    _publish(store, recs_table(["a"], 2), "1")
+    with store.connect() as conn, conn.cursor() as cur:
+        cur.execute("select similar_item_id from similar_items where item_id = 'i1' order by rank")
+        assert cur.fetchall() == [("i2",), ("i3",)]
 
 
 def test_unknown_user_reads_the_popular_list(store: ServingStore) -> None:

@@ -147,3 +147,16 @@ def test_describes_users_with_history_or_known_attributes_only() -> None:
     users = _users("u0", "new_us", "stranger")
     assert model.describes(users).tolist() == [True, True, False]
     assert model.user_attributes() == ["country"]
+
+
+def test_similar_items_come_from_the_same_taste_group() -> None:
+    similar = _lightfm().similar_items(3)
+    assert similar.columns == ["item_id", "rank", "similar_item_id", "score"]
+    assert similar.height == 3 * N_ITEMS
+    assert (similar["item_id"] != similar["similar_item_id"]).all()
+    group = pl.col("item_id").str.slice(1).cast(int) < 15
+    same = group == (pl.col("similar_item_id").str.slice(1).cast(int) < 15)
+    assert similar.select(same.mean()).item() > 0.8
+    allowed = pl.Series([f"i{i}" for i in range(5)])
+    limited = _lightfm().similar_items(2, allowed_items=allowed)
+    assert set(limited["similar_item_id"]) <= set(allowed)
