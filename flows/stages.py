@@ -62,11 +62,6 @@ class Paths:
     gx_root: Path | None = None  # GX file context and Data Docs under <gx_root>/gx (None: none)
 
 
-def part_name(path: Path) -> str:
-    """Lake part name of a landing file: its name without extensions."""
-    return path.name.split(".", 1)[0]
-
-
 # ---------------------------------------------------------------------------------------------
 # extract
 
@@ -180,37 +175,10 @@ def extract(
             watermarks = {str(s): w for s, w in marks}
         for source in sources:
             if isinstance(source, FileSource):
-                report = SourceReport(source.name)
-                files = source.files(paths.landing / "events")
-                if not files:
-                    raise FileNotFoundError(
-                        f"source {source.name!r}: no files matching {source.patterns()} in "
-                        f"{source.path or paths.landing / 'events'}; run `recs generate`, "
-                        "`recs import ...` or drop exports there"
-                    )
-                for path in files:
-                    checksum = file_checksum(path)
-                    day = file_date(path)
-                    in_range = (
-                        backfill
-                        and day is not None
-                        and ((since is None or day >= since) and (until is None or day <= until))
-                    )
-                    if not (force or in_range) and done.get((source.name, path.name)) == checksum:
-                        report.files_skipped += 1
-                        continue
-                    typed, units = extract_file(
-                        path, source, paths.lake, ingested_at=ingested_at, run_id=run_id
-                    )
-                    report.add(typed, str(path))
-                    report.units.extend(units)
-                    report.files_read += 1
-                    if typed.rejects.num_rows:
-                        warehouse.append(con, "quarantine", typed.rejects)
-                    warehouse.append(
-                        con, "extractions",
-                        _manifest_row(run_id, source.name, path.name, checksum, typed, ingested_at),
-                    )  # fmt: skip
+                report = _extract_file_source(
+                    con, paths, source, done=done, force=force, since=since, until=until,
+                    run_id=run_id, ingested_at=ingested_at,
+                )  # fmt: skip
             else:
                 if backfill:
                     low = _midnight(since) if since else None
@@ -230,6 +198,56 @@ def extract(
                 )  # fmt: skip
             reports.append(report)
     return ExtractReport(reports, users.num_rows, items.num_rows)
+
+
+def _extract_file_source(
+    con: duckdb.DuckDBPyConnection,
+    paths: Paths,
+    source: FileSource,
+    *,
+    done: dict[tuple[str, str], str],
+    force: bool,
+    since: date | None,
+    until: date | None,
+    run_id: str,
+    ingested_at: datetime,
+) -> SourceReport:
+    """Every new or changed file of a file source (or, for a backfill, every file dated in
+    ``[since, until]``) into the raw lake, its rejects and manifest row into the warehouse."""
+    report = SourceReport(source.name)
+    files = source.files(paths.landing / "events")
+    if not files:
+        raise FileNotFoundError(
+            f"source {source.name!r}: no files matching {source.patterns()} in "
+            f"{source.path or paths.landing / 'events'}; run `recs generate`, "
+            "`recs import ...` or drop exports there"
+        )
+    backfill = since is not None or until is not None
+    for path in files:
+        checksum = file_checksum(path)
+        day = file_date(path)
+        in_range = (
+            backfill
+            and day is not None
+            and (since is None or day >= since)
+            and (until is None or day <= until)
+        )
+        if not (force or in_range) and done.get((source.name, path.name)) == checksum:
+            report.files_skipped += 1
+            continue
+        typed, units = extract_file(
+            path, source, paths.lake, ingested_at=ingested_at, run_id=run_id
+        )
+        report.add(typed, str(path))
+        report.units.extend(units)
+        report.files_read += 1
+        if typed.rejects.num_rows:
+            warehouse.append(con, "quarantine", typed.rejects)
+        warehouse.append(
+            con, "extractions",
+            _manifest_row(run_id, source.name, path.name, checksum, typed, ingested_at),
+        )  # fmt: skip
+    return report
 
 
 def _midnight(day: date) -> datetime:
@@ -282,8 +300,12 @@ def clean_history(
     """Dates, mean daily volume of the 7 dates before ``before``, and the users and items seen,
     over the clean zone minus the partition files in ``exclude`` (the ones being re-validated)."""
     root = lake.zone_dir(lake_dir, "clean")
-    files = [str(root / u) for u in lake.units(lake_dir, "clean") if u not in set(exclude)]
-    files = [f for f in files if "/dt=__empty__/" not in f]
+    skip = set(exclude)
+    files = [
+        str(root / u)
+        for u in lake.units(lake_dir, "clean")
+        if u not in skip and not u.startswith("dt=__empty__/")
+    ]
     if not files:
         return CleanHistory(None, None, None, None)
     con = duckdb.connect()
@@ -318,8 +340,9 @@ def validate(
     warehouse ``quarantine`` table with a reason; the verdict goes to ``validation_runs``.
 
     Raises:
-        ValidationError: the batch failed; nothing reaches the clean zone, and the message names
-            every failed expectation.
+        ValidationError: the batch failed; nothing reaches the clean zone or the quarantine (its
+            raw files stay pending for the next run), and the message names every failed
+            expectation.
     """
     units = lake.pending_units(paths.lake) if units is None else units
     if not units:
@@ -358,7 +381,9 @@ def validate(
         data_docs=str(data_docs_index(paths.gx_root)) if paths.gx_root else None,
     )
     with warehouse.connect(paths.warehouse) as con:
-        if quarantined.height:
+        # A failed batch stays pending in the raw zone and is validated again after the fix, so
+        # only a passing batch quarantines its rows (once).
+        if result.success and quarantined.height:
             warehouse.append(
                 con,
                 "quarantine",

@@ -124,3 +124,29 @@ def test_a_share_under_the_threshold_continues(
 ) -> None:  # fmt: skip
     code, err = _run_day(baseline, tmp_path, _with_unknown_types(0.004), monkeypatch, capsys)
     assert code == 0, err
+
+
+def test_a_failed_batch_quarantines_nothing_and_stays_pending(
+    baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import duckdb
+
+    code, _ = _run_day(baseline, tmp_path, _with_unknown_types(0.05), monkeypatch, capsys)
+    assert code == 1
+    warehouse = tmp_path / "data" / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse), read_only=True)
+    before = con.execute("select count(*) from quarantine where stage = 'validate'").fetchall()
+    con.close()
+    # The fix: a higher threshold; the pending batch passes and is quarantined once.
+    monkeypatch.setenv("RECS_MAX_QUARANTINE_SHARE", "0.1")
+    assert main(["run", "validate"]) == 0
+    con = duckdb.connect(str(warehouse), read_only=True)
+    after = con.execute(
+        "select count(*), count(distinct raw) from quarantine where stage = 'validate'"
+    ).fetchall()[0]
+    runs = con.execute("select success from validation_runs order by validated_at").fetchall()
+    con.close()
+    assert after[0] == after[1]  # no row quarantined twice
+    assert after[0] > before[0][0]
+    assert [r[0] for r in runs][-2:] == [False, True]
