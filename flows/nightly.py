@@ -146,7 +146,7 @@ def train_flow(as_of: datetime, params: LightFMParams | None = None) -> stages.T
     """Train LightFM on the feature tables, evaluate against the popularity baseline and the
     champion on the holdout, log to MLflow and promote the winner (alias ``champion``)."""
     settings = Settings()
-    params = params or LightFMParams()
+    params = params or LightFMParams(num_threads=settings.num_threads)
     report = train_task(
         _paths(settings), _tracking(settings), params=params, k=settings.top_k,
         run_id=_run_id(), as_of=as_of,
@@ -238,7 +238,7 @@ def nightly_flow(
         as_of: training sees only events before it, evaluation the ``holdout_days`` after it.
             Default: midnight ``holdout_days`` before the end of the clean data.
         force_extract: re-extract landing files even if their checksum is unchanged.
-        params: LightFM hyperparameters (default: ``LightFMParams()``).
+        params: LightFM hyperparameters (default: ``LightFMParams()`` on ``num_threads`` threads).
         since: backfill: re-extract data from this date (inclusive).
         until: backfill: re-extract data up to this date (inclusive).
     """

@@ -23,6 +23,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, tiny_landing: Path) -> dict[st
         "RECS_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "RECS_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts"),
         "RECS_HOLDOUT_DAYS": "4",
+        "RECS_NUM_THREADS": "1",  # the rerun test compares two trainings exactly
     }
 
 
