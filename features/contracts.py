@@ -6,6 +6,7 @@ the offending column when it cannot.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Final
 
 import pyarrow as pa
@@ -103,6 +104,40 @@ SIMILAR_ITEMS = pa.schema(
 )
 
 RECOMMENDATION_SOURCES: Final = ("model", "cold_start", "popular")
+
+
+def quarantine_rows(
+    *,
+    stage: str,
+    reasons: pa.ChunkedArray | pa.Array,
+    source: str | pa.ChunkedArray | pa.Array,
+    line_no: pa.ChunkedArray | pa.Array | None,
+    event_id: pa.ChunkedArray | pa.Array,
+    raw: pa.ChunkedArray | pa.Array,
+    run_id: str,
+    at: datetime,
+) -> pa.Table:
+    """Rows of the quarantine contract; scalar arguments are repeated for every row."""
+    n = len(reasons)
+
+    def _col(value: object, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
+        if isinstance(value, pa.Array | pa.ChunkedArray):
+            return value
+        return pa.array([value] * n, type_)
+
+    table = pa.table(
+        {
+            "stage": _col(stage, pa.string()),
+            C.reason: reasons,
+            C.source: _col(source, pa.string()),
+            "line_no": _col(line_no, pa.int64()),
+            C.event_id: event_id,
+            C.raw: raw,
+            C.run_id: _col(run_id, pa.string()),
+            "quarantined_at": _col(at, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    return conform(table, QUARANTINE, f"quarantine rows of stage {stage!r}")
 
 
 class ContractError(ValueError):

@@ -20,7 +20,15 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from features.build import FEATURE_TABLES, register_inputs, run_sql
-from features.contracts import EVENTS, RECOMMENDATIONS, SIMILAR_ITEMS, C, ContractError, conform
+from features.contracts import (
+    EVENTS,
+    RECOMMENDATIONS,
+    SIMILAR_ITEMS,
+    C,
+    ContractError,
+    conform,
+    quarantine_rows,
+)
 from features.matrices import training_matrices
 from models.base import Recommender
 from models.baselines import PopularityRecommender
@@ -36,7 +44,6 @@ from pipelines.extract import (
     file_checksum,
     file_date,
     postgres_window,
-    quarantine_rows,
     read_catalog,
 )
 from pipelines.publish import ServingStore, check_recommendations, publish_recommendations

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from features.contracts import EVENTS, QUARANTINE, C, ContractError, conform
+from features.contracts import EVENTS, QUARANTINE, C, ContractError
 from pipelines import lake
 from pipelines.sources import (
     FileSource,
@@ -43,40 +43,6 @@ def file_checksum(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def quarantine_rows(
-    *,
-    stage: str,
-    reasons: pa.ChunkedArray | pa.Array,
-    source: str | pa.ChunkedArray | pa.Array,
-    line_no: pa.ChunkedArray | pa.Array | None,
-    event_id: pa.ChunkedArray | pa.Array,
-    raw: pa.ChunkedArray | pa.Array,
-    run_id: str,
-    at: datetime,
-) -> pa.Table:
-    """Rows of the quarantine contract; scalar arguments are repeated for every row."""
-    n = len(reasons)
-
-    def _col(value: object, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
-        if isinstance(value, pa.Array | pa.ChunkedArray):
-            return value
-        return pa.array([value] * n, type_)
-
-    table = pa.table(
-        {
-            "stage": _col(stage, pa.string()),
-            C.reason: reasons,
-            C.source: _col(source, pa.string()),
-            "line_no": _col(line_no, pa.int64()),
-            C.event_id: event_id,
-            C.raw: raw,
-            C.run_id: _col(run_id, pa.string()),
-            "quarantined_at": _col(at, pa.timestamp("us", tz="UTC")),
-        }
-    )
-    return conform(table, QUARANTINE, f"quarantine rows of stage {stage!r}")
 
 
 def read_catalog(path: Path, id_column: str, required: tuple[str, ...] = ()) -> pa.Table:

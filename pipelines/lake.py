@@ -3,12 +3,16 @@
 Layout::
 
     <lake>/raw/events/dt=YYYY-MM-DD/<part>.parquet     what was extracted, typed, with lineage
-    <lake>/clean/events/dt=YYYY-MM-DD/<part>.parquet   what passed validation
+    <lake>/clean/events/dt=YYYY-MM-DD/<part>.parquet   what passed validation (same file names,
+                                                       plus released-<run>.parquet from quarantine)
     <lake>/catalog/{users,items}.parquet               latest catalog snapshots
+    <lake>/catalog/{users,items}/run_id=<id>.parquet   the snapshot of each run
 
-A part is named after the source file it came from, so re-extracting a file replaces exactly its
-rows in every partition it touches (idempotent), and other files' rows are left alone. Each part is
-written beside its final name and renamed into place, so a crash never leaves a half-written part.
+A part is named after the source file it came from (``<source>--<file>``) or the database source
+(``<source>``), so re-extracting replaces exactly its rows in every partition it touches
+(idempotent), and other sources' rows are left alone. One partition file (``dt=.../<part>.parquet``)
+is the unit validation tracks. Each file is written beside its final name and renamed into place,
+so a crash never leaves a half-written one.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ type vocabulary is read without code changes, and every format rejects the same 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from features.contracts import EVENTS, QUARANTINE, C, conform
+from features.contracts import EVENTS, C, conform, quarantine_rows
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .\-]*$")
 
@@ -221,27 +222,22 @@ def type_staged(
             C.ingested_at: pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
         }
     )
-    raw = pc.if_else(pc.is_valid(bad.column(C.raw)), bad.column(C.raw), _fields_json(bad))
-    rejects = pa.table(
-        {
-            "stage": pa.array(["extract"] * bad.num_rows, pa.string()),
-            C.reason: bad.column("reason"),
-            C.source: bad.column(C.source),
-            "line_no": bad.column("line_no").cast(pa.int64()),
-            C.event_id: bad.column(C.event_id),
-            C.raw: raw,
-            C.run_id: pa.array([run_id] * bad.num_rows, pa.string()),
-            "quarantined_at": pa.array([ingested_at] * bad.num_rows, pa.timestamp("us", tz="UTC")),
-        }
+    rejects = quarantine_rows(
+        stage="extract",
+        reasons=bad.column("reason"),
+        source=bad.column(C.source),
+        line_no=bad.column("line_no").cast(pa.int64()),
+        event_id=bad.column(C.event_id),
+        raw=pc.if_else(pc.is_valid(bad.column(C.raw)), bad.column(C.raw), _fields_json(bad)),
+        run_id=run_id,
+        at=ingested_at,
     )
-    return Typed(conform(events, EVENTS, "typed events"), conform(rejects, QUARANTINE, "rejects"))
+    return Typed(conform(events, EVENTS, "typed events"), rejects)
 
 
 def _fields_json(table: pa.Table) -> pa.Array:
     """The staged text fields of each row as a JSON object (the raw payload of a record that
     came without one, e.g. a database row)."""
-    import json
-
     names = list(ColumnMapping().source_columns())
     rows = table.select(names).to_pylist()
     return pa.array([json.dumps(r) for r in rows], pa.string())
