@@ -24,7 +24,7 @@ TABLE = "bench_app_events"
 
 
 def _generate(preset: str, root: str, queue: Any) -> None:
-    from pipelines.synthetic import PRESETS, write_landing
+    from pipelines.sources.synthetic import PRESETS, write_landing
 
     params = PRESETS[preset]
     start = datetime.now(UTC).date() - timedelta(days=params.days)
@@ -57,8 +57,9 @@ def _load_postgres(root: str, queue: Any) -> None:
 
 
 def _measure(what: str, root: str, queue: Any) -> None:
-    from flows.stages import Paths, extract
-    from pipelines.sources import ColumnMapping, FileSource, PostgresSource
+    from pipelines.extract import extract
+    from pipelines.sources.readers import ColumnMapping, FileSource, PostgresSource
+    from pipelines.stores import Stores as Paths
 
     base = Path(root)
     paths = Paths(

@@ -28,20 +28,20 @@ def _rss_mb() -> float:
 
 
 def _stage(name: str, preset: str, root: str, queue: Any) -> None:
-    from flows.stages import (
-        Paths,
-        build_features,
-        default_as_of,
-        extract,
-        publish,
-        score,
-        train,
-        validate,
-    )
+    from models.baselines import PopularityParams
     from models.params import LightFMParams
-    from models.registry import Tracking
-    from pipelines.sources import FileSource
-    from pipelines.synthetic import PRESETS, write_landing
+    from pipelines.extract import extract
+    from pipelines.features import build_features, default_as_of
+    from pipelines.publish import publish
+    from pipelines.score import score
+    from pipelines.sources.readers import FileSource
+    from pipelines.sources.synthetic import PRESETS, write_landing
+    from pipelines.stores import Stores as Paths
+    from pipelines.stores import lake
+    from pipelines.stores.tracking import Tracking
+    from pipelines.suites.events import ValidationThresholds
+    from pipelines.train import train
+    from pipelines.validate import validate
 
     base = Path(root)
     paths = Paths(
@@ -66,30 +66,30 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
     elif name == "extract":
         rows = extract(paths, sources=[FileSource()], run_id="bench", ingested_at=now).rows_read
     elif name == "validate":
-        rows = validate(
-            paths, run_id="bench", window_end=now + timedelta(minutes=10),
-            max_quarantine_share=0.01, validated_at=now,
-        ).rows_in  # fmt: skip
+        rows = validate(paths, run_id="bench", now=now, thresholds=ValidationThresholds()).rows_in
     elif name == "features":
-        report = build_features(paths, as_of=default_as_of(paths, 7), holdout_days=7, top_k=10)
+        report = build_features(
+            paths, as_of=default_as_of(paths, 7), holdout_days=7, top_k=10,
+            popularity=PopularityParams(),
+        )  # fmt: skip
         rows = report.rows["interactions"]
     elif name == "train":
         as_of = default_as_of(paths, 7)
         report_t = train(
-            paths, tracking, params=LightFMParams(num_threads=2), k=10, run_id="bench", as_of=as_of
-        )
+            paths, tracking, params=LightFMParams(num_threads=2), popularity=PopularityParams(),
+            k=10, run_id="bench", as_of=as_of,
+        )  # fmt: skip
         rows = int(report_t.metrics["model_n_users"])
         queue.put(("metrics", report_t.metrics))
     elif name == "score":
         rows = score(
-            paths, tracking, k=10, run_id="bench", seen_before=now, generated_at=now,
+            paths, tracking, k=10, popularity=PopularityParams(), run_id="bench",
+            as_of=default_as_of(paths, 7), seen_before=now, generated_at=now,
             ttl=timedelta(hours=36), num_threads=2,
         ).n_users  # fmt: skip
     elif name == "publish":
-        from flows.stages import latest_recommendations
-
         rows = publish(
-            paths, recommendations=latest_recommendations(paths), k=10, clock=lambda: now
+            paths, recommendations=lake.latest_scored(paths.lake), clock=lambda: now
         ).n_rows
     queue.put(("stage", (name, time.perf_counter() - start, rows, _rss_mb(), before)))
 
@@ -111,7 +111,7 @@ def _in_child(fn: Callable[..., None], *args: Any) -> list[tuple[str, Any]]:
 def _imports(queue: Any) -> None:
     before = _rss_mb()
     start = time.perf_counter()
-    import flows.stages  # noqa: F401
+    import flows.nightly  # noqa: F401
 
     queue.put(("stage", ("import", time.perf_counter() - start, "", _rss_mb(), before)))
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 _PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
 
-FEATURE_TABLES = ("interactions", "holdout", "user_features", "item_features", "popular_items")
+FEATURE_TABLES = ("interactions", "holdout", "user_features", "item_features")
 
 
 @cache

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-# Before Prefect is imported: no telemetry, and room for the ephemeral server to start on a
-# loaded 2-core machine (it takes 10-18 s).
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from flows.runtime import configure_environment, configure_logging
 
 STAGES = ("nightly", "extract", "validate", "features", "train", "score", "publish")
 
@@ -68,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _generate(args: argparse.Namespace) -> None:
     from flows.settings import Settings
-    from pipelines.synthetic import PRESETS, write_landing
+    from pipelines.sources.synthetic import PRESETS, write_landing
 
     settings = Settings()
     preset = PRESETS[args.preset]
@@ -77,7 +72,7 @@ def _generate(args: argparse.Namespace) -> None:
     if args.defect_share is not None:
         overrides["defect_share"] = args.defect_share
     params = preset.model_copy(update=overrides)
-    _clear_landing_events(settings.landing)
+    _clear_landing_events(settings.landing, settings.lake)
     result = write_landing(params, settings.landing)
     print(
         f"wrote {result.n_lines:,} event lines in {len(result.event_files)} files, "
@@ -101,14 +96,9 @@ def _run(args: argparse.Namespace) -> Any:
         case "features":
             return nightly.features_flow(as_of=args.as_of)
         case "train":
-            from flows.settings import Settings
-            from flows.stages import default_as_of
-
-            settings = Settings()
-            as_of = args.as_of or default_as_of(nightly._paths(settings), settings.holdout_days)
-            return nightly.train_flow(as_of=as_of)
+            return nightly.train_flow(as_of=args.as_of)
         case "score":
-            return nightly.score_flow()
+            return nightly.score_flow(as_of=args.as_of)
         case "publish":
             return nightly.publish_flow()
     raise AssertionError(args.stage)
@@ -118,11 +108,11 @@ def _import(args: argparse.Namespace) -> None:
     import tomllib
 
     from flows.settings import Settings
-    from pipelines.importers import import_csv, import_movielens
-    from pipelines.sources import ColumnMapping, FileSource
+    from pipelines.sources.importers import import_csv, import_movielens
+    from pipelines.sources.readers import ColumnMapping, FileSource
 
     settings = Settings()
-    _clear_landing_events(settings.landing)
+    _clear_landing_events(settings.landing, settings.lake)
     if args.kind == "movielens":
         report = import_movielens(args.path, settings.landing)
     else:
@@ -148,12 +138,14 @@ def _import(args: argparse.Namespace) -> None:
     print("next: recs run nightly")
 
 
-def _clear_landing_events(landing: Path) -> None:
+def _clear_landing_events(landing: Path, lake_dir: Path) -> None:
+    from pipelines.stores import lake
+
     # The landing folder holds one data set at a time; the lake keeps what was extracted before,
     # so say so when it has data (a new RECS_DATA_DIR or `make clean-data` starts afresh).
     shutil.rmtree(landing / "events", ignore_errors=True)
-    lake_events = landing.parent / "lake" / "raw" / "events"
-    if lake_events.exists() and any(lake_events.iterdir()):
+    lake_events = lake.zone_dir(lake_dir, "raw")
+    if lake.units(lake_dir, "raw"):
         print(
             f"note: {lake_events} already holds extracted events; they stay in the lake. "
             "Start afresh with `make clean-data` or another RECS_DATA_DIR.",
@@ -163,7 +155,7 @@ def _clear_landing_events(landing: Path) -> None:
 
 def _recommend(args: argparse.Namespace) -> int:
     from flows.settings import Settings
-    from pipelines.publish import ServingStore, read_recommendations
+    from pipelines.stores.serving import ServingStore, read_recommendations
 
     try:
         table = read_recommendations(ServingStore(Settings().serving), args.user_id)
@@ -182,26 +174,23 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _quarantine() -> None:
-    from flows.settings import Settings
-    from pipelines import warehouse
+    import polars as pl
 
-    settings = Settings()
-    with warehouse.connect(settings.warehouse, read_only=True) as con:
-        if not warehouse.table_exists(con, "quarantine"):
-            print("quarantine is empty")
-            return
-        con.sql(
-            "select stage, reason, count(*) as n, max(quarantined_at) as last_seen, "
-            "any_value(source) as example_source from quarantine "
-            "group by stage, reason order by n desc"
-        ).show()
+    from flows.settings import Settings
+    from pipelines.stores import warehouse
+
+    summary = warehouse.quarantine_summary(Settings().warehouse)
+    if summary is None:
+        print("quarantine is empty")
+        return
+    print(pl.DataFrame(summary))
 
 
 def _demo() -> None:
     from flows.nightly import nightly_flow
     from flows.settings import Settings
-    from flows.stages import ExtractReport
-    from pipelines.sources import FileSource
+    from pipelines.extract import ExtractReport
+    from pipelines.sources.readers import FileSource
 
     settings = Settings()
     if not FileSource().files(settings.landing / "events"):
@@ -248,8 +237,10 @@ next
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recs`` command. Failures the user can act on (bad input, a failed
     validation gate, missing data) print one clear message and exit 1."""
+    configure_environment()  # before Prefect or MLflow is imported
+    configure_logging()
     from features.contracts import ContractError
-    from pipelines.validate import ValidationError
+    from pipelines.suites.runner import ValidationError
 
     args = _parser().parse_args(argv)
     try:

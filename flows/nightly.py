@@ -1,13 +1,14 @@
-"""Prefect flows: one per stage, and ``nightly-recommendations`` running them in order.
+"""Prefect flows: one per stage, and ``nightly-recommendations`` running the stages in order.
 
-Flows read the settings, the clock and the run id, then call the stage functions of
-:mod:`flows.stages` as tasks; they compute nothing themselves.
+A flow reads the settings once, the clock and its run id, then calls the stages of
+:mod:`pipelines` as tasks; it computes nothing itself. The stage flows exist so a data engineer
+can run or backfill one stage from the UI or ``recs run <stage>``.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,62 +17,56 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows import stages
+from flows import summaries
+from flows.runtime import configure_logging
 from flows.settings import Settings
 from models.params import LightFMParams
-from models.registry import Tracking
+from pipelines.extract import ExtractReport, extract
+from pipelines.features import FeaturesReport, build_features, default_as_of
+from pipelines.publish import PublishReport, publish
+from pipelines.release import ReleaseReport, release_quarantine
+from pipelines.score import ScoreReport, score
+from pipelines.stores import lake
+from pipelines.train import TrainReport, train
+from pipelines.validate import ValidateReport, validate
 
-extract_task = task(name="extract-landing")(stages.extract)
-validate_task = task(name="validate-events")(stages.validate)
-features_task = task(name="feature-tables")(stages.build_features)
-train_task = task(name="train-lightfm")(stages.train)
-score_task = task(name="top-k-recommendations")(stages.score)
-publish_task = task(name="publish-recommendations")(stages.publish)
-
-
-def _paths(settings: Settings) -> stages.Paths:
-    return stages.Paths(
-        landing=settings.landing,
-        lake=settings.lake,
-        warehouse=settings.warehouse,
-        serving_url=settings.serving,
-        gx_root=settings.data_dir,
-    )
+extract_task = task(name="extract-landing")(extract)
+validate_task = task(name="validate-events")(validate)
+features_task = task(name="feature-tables")(build_features)
+train_task = task(name="train-lightfm")(train)
+score_task = task(name="top-k-recommendations")(score)
+publish_task = task(name="publish-recommendations")(publish)
+release_task = task(name="release-quarantine")(release_quarantine)
 
 
-def _tracking(settings: Settings) -> Tracking:
-    return Tracking(
-        tracking_uri=settings.tracking_uri,
-        artifacts_dir=settings.mlflow_artifacts_dir,
-        experiment_name=settings.experiment_name,
-        model_name=settings.registered_model_name,
-    )
+@dataclass(frozen=True)
+class Run:
+    """What one flow run reads once: the settings, its id, and its start time."""
 
+    settings: Settings
+    run_id: str
+    now: datetime
 
-def _run_id() -> str:
-    current = flow_run.get_id()
-    return str(current) if current else uuid.uuid4().hex
+    @classmethod
+    def start(cls) -> Run:
+        configure_logging()
+        current = flow_run.get_id()
+        return cls(Settings(), str(current) if current else uuid.uuid4().hex, datetime.now(UTC))
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@flow(name="extract")
-def extract_flow(
-    force: bool = False, since: date | None = None, until: date | None = None
-) -> stages.ExtractReport:
-    """Extract what is new in every source into the raw lake (Parquet, partitioned by event date).
+def resolve_as_of(settings: Settings, as_of: datetime | None) -> datetime:
+    """The run's ``as_of``: the one given, else :func:`pipelines.features.default_as_of`."""
+    return as_of or default_as_of(settings.stores(), settings.holdout_days)
 
-    Files already extracted with the same checksum are skipped unless ``force``; database sources
-    read from their watermark minus the lookback. A backfill sets ``since``/``until`` (dates,
-    inclusive): files dated in the range and database rows in it are read again. Records that
-    cannot be typed go to the warehouse ``quarantine`` table with a reason.
-    """
-    settings = Settings()
+
+def _extract(run: Run, force: bool, since: date | None, until: date | None) -> ExtractReport:
     report = extract_task(
-        _paths(settings), sources=settings.sources, run_id=_run_id(), ingested_at=_now(),
-        force=force, since=since, until=until,
+        run.settings.stores(), sources=run.settings.sources, run_id=run.run_id,
+        ingested_at=run.now, force=force, since=since, until=until,
     )  # fmt: skip
     get_run_logger().info(
         "extracted %d partition files: read %d, written %d, rejected %d %s (%d unchanged files)",
@@ -81,147 +76,121 @@ def extract_flow(
     return report
 
 
-@flow(name="validate")
-def validate_flow(units: list[str] | None = None) -> stages.ValidateReport:
-    """Gate new raw parts with Great Expectations; clean rows to the clean zone, the rest to
-    quarantine. Fails, naming the expectations, when the batch is bad as a whole."""
-    settings = Settings()
-    now = _now()
+def _validate(run: Run, units: list[str] | None) -> ValidateReport:
     report = validate_task(
-        _paths(settings),
-        run_id=_run_id(),
-        window_end=now + timedelta(minutes=settings.clock_skew_minutes),
-        max_quarantine_share=settings.max_quarantine_share,
-        units=units,
-        validated_at=now,
-        thresholds=stages.Thresholds(
-            max_unknown_user_share=settings.max_unknown_user_share,
-            max_new_user_share=settings.max_new_user_share,
-            max_new_item_share=settings.max_new_item_share,
-            min_volume_ratio=settings.min_volume_ratio,
-        ),
-    )
+        run.settings.stores(), run_id=run.run_id, now=run.now, units=units,
+        thresholds=run.settings.validation,
+    )  # fmt: skip
     get_run_logger().info(
         "validated %d rows: %d clean, %d quarantined %s",
         report.rows_in, report.rows_clean, report.rows_quarantined, report.quarantined_by_reason,
     )  # fmt: skip
     create_markdown_artifact(
-        _validation_summary(report), key="validation-summary",
+        summaries.validation(report), key="validation-summary",
         description="Expectations passed and failed, rows quarantined by reason",
     )  # fmt: skip
     return report
 
 
-def _validation_summary(report: stages.ValidateReport) -> str:
-    lines = [
-        "# Validation of new events", "",
-        f"- partition files: {len(report.units)}",
-        f"- rows: {report.rows_in:,} in, {report.rows_clean:,} clean, "
-        f"{report.rows_quarantined:,} quarantined",
-        f"- expectations: {report.expectations_passed} passed, {report.expectations_failed} failed",
-        "", "| reason | rows |", "|---|--:|",
-        *(f"| {r} | {n:,} |" for r, n in report.quarantined_by_reason.items()),
-    ]  # fmt: skip
-    if report.data_docs:
-        lines += ["", f"[Data Docs](file://{report.data_docs}) (`{report.data_docs}`)"]
-    return "\n".join(lines)
-
-
-@flow(name="features")
-def features_flow(as_of: datetime | None = None) -> stages.FeaturesReport:
-    """Build the feature tables (features/sql/*.sql) in the warehouse for ``as_of``.
-
-    ``as_of`` defaults to midnight ``holdout_days`` before the end of the clean data.
-    """
-    settings = Settings()
-    paths = _paths(settings)
-    as_of = as_of or stages.default_as_of(paths, settings.holdout_days)
+def _features(run: Run, as_of: datetime) -> FeaturesReport:
+    s = run.settings
     return features_task(
-        paths, as_of=as_of, holdout_days=settings.holdout_days, top_k=settings.top_k
-    )
+        s.stores(), as_of=as_of, holdout_days=s.holdout_days, top_k=s.top_k,
+        popularity=s.popularity,
+    )  # fmt: skip
 
 
-@flow(name="train")
-def train_flow(as_of: datetime, params: LightFMParams | None = None) -> stages.TrainReport:
-    """Train LightFM on the feature tables, evaluate against the popularity baseline and the
-    champion on the holdout, log to MLflow and promote the winner (alias ``champion``)."""
-    settings = Settings()
-    params = params or LightFMParams(num_threads=settings.num_threads)
+def _train(run: Run, as_of: datetime, params: LightFMParams | None) -> TrainReport:
+    s = run.settings
     report = train_task(
-        _paths(settings), _tracking(settings), params=params, k=settings.top_k,
-        run_id=_run_id(), as_of=as_of,
+        s.stores(), s.tracking(), params=params or LightFMParams(num_threads=s.num_threads),
+        popularity=s.popularity, k=s.top_k, run_id=run.run_id, as_of=as_of,
     )  # fmt: skip
     get_run_logger().info("model version %s: %s", report.model_version, report.decision)
     return report
 
 
-@flow(name="score")
-def score_flow() -> stages.ScoreReport:
-    """Top-K lists for every user with the ``@champion`` model (popularity if there is none)."""
-    settings = Settings()
-    now = _now()
+def _score(run: Run, as_of: datetime) -> ScoreReport:
+    s = run.settings
     return score_task(
-        _paths(settings), _tracking(settings), k=settings.top_k, run_id=_run_id(),
-        seen_before=now, generated_at=now, ttl=timedelta(hours=settings.recs_ttl_hours),
-        num_threads=settings.num_threads,
+        s.stores(), s.tracking(), k=s.top_k, popularity=s.popularity, run_id=run.run_id,
+        as_of=as_of, seen_before=run.now, generated_at=run.now,
+        ttl=timedelta(hours=s.recs_ttl_hours), num_threads=s.num_threads,
     )  # fmt: skip
+
+
+def _publish(run: Run, recommendations: Path | None) -> PublishReport:
+    stores = run.settings.stores()
+    return publish_task(
+        stores, recommendations=recommendations or lake.latest_scored(stores.lake), clock=_now
+    )
+
+
+@flow(name="extract")
+def extract_flow(
+    force: bool = False, since: date | None = None, until: date | None = None
+) -> ExtractReport:
+    """Extract what is new in every source into the raw lake (Parquet, partitioned by event date).
+
+    Files already extracted with the same checksum are skipped unless ``force``; database sources
+    read from their watermark minus the lookback. A backfill sets ``since``/``until`` (dates,
+    inclusive): files dated in the range and database rows in it are read again. Records that
+    cannot be typed go to the warehouse ``quarantine`` table with a reason.
+    """
+    return _extract(Run.start(), force, since, until)
+
+
+@flow(name="validate")
+def validate_flow(units: list[str] | None = None) -> ValidateReport:
+    """Gate new raw parts with Great Expectations; clean rows to the clean zone, the rest to
+    quarantine. Fails, naming the expectations, when the batch is bad as a whole."""
+    return _validate(Run.start(), units)
+
+
+@flow(name="features")
+def features_flow(as_of: datetime | None = None) -> FeaturesReport:
+    """Build the feature tables (features/sql/*.sql, popular_items) in the warehouse for
+    ``as_of`` (default: midnight ``holdout_days`` before the end of the clean data)."""
+    run = Run.start()
+    return _features(run, resolve_as_of(run.settings, as_of))
+
+
+@flow(name="train")
+def train_flow(as_of: datetime | None = None, params: LightFMParams | None = None) -> TrainReport:
+    """Train LightFM on the feature tables, evaluate against the popularity baseline and the
+    champion on the holdout, log to MLflow and promote the winner (alias ``champion``)."""
+    run = Run.start()
+    return _train(run, resolve_as_of(run.settings, as_of), params)
+
+
+@flow(name="score")
+def score_flow(as_of: datetime | None = None) -> ScoreReport:
+    """Top-K lists for every user with the ``@champion`` model (popularity if there is none)."""
+    run = Run.start()
+    return _score(run, resolve_as_of(run.settings, as_of))
 
 
 @flow(name="publish")
-def publish_flow(recommendations: Path | None = None) -> stages.PublishReport:
+def publish_flow(recommendations: Path | None = None) -> PublishReport:
     """Swap the scored lists into the serving store atomically (default: the latest scored)."""
-    settings = Settings()
-    paths = _paths(settings)
-    return publish_task(
-        paths, recommendations=recommendations or stages.latest_recommendations(paths),
-        k=settings.top_k, clock=_now,
-    )  # fmt: skip
-
-
-release_task = task(name="release-quarantine")(stages.release_quarantine)
+    return _publish(Run.start(), recommendations)
 
 
 @flow(name="release-quarantine")
-def release_flow(reasons: list[str] | None = None) -> stages.ReleaseReport:
+def release_flow(reasons: list[str] | None = None) -> ReleaseReport:
     """Re-validate quarantined rows after a fix (say, missing items added to the catalog and
     extracted) and release the ones that now pass into the clean zone; the next nightly run
     trains on them. ``reasons`` limits it to some quarantine reasons."""
-    settings = Settings()
-    now = _now()
+    run = Run.start()
     report = release_task(
-        _paths(settings), run_id=_run_id(),
-        window_end=now + timedelta(minutes=settings.clock_skew_minutes), released_at=now,
-        reasons=reasons,
+        run.settings.stores(), run_id=run.run_id, now=run.now,
+        thresholds=run.settings.validation, reasons=reasons,
     )  # fmt: skip
     get_run_logger().info(
         "released %d of %d quarantined rows; still quarantined: %s",
         report.rows_released, report.rows_checked, report.still_quarantined_by_reason,
     )  # fmt: skip
     return report
-
-
-def _summary(reports: dict[str, Any]) -> str:
-    lines = ["# Nightly recommendations", ""]
-    for stage, report in reports.items():
-        fields = asdict(report)
-        if isinstance(report, stages.ExtractReport):
-            # Totals first; the per-source detail stays in the `extractions` table.
-            fields = {
-                "rows_read": report.rows_read, "rows_written": report.rows_written,
-                "rows_rejected": report.rows_rejected,
-                "rejected_by_reason": report.rejected_by_reason,
-                "files_skipped": report.files_skipped, "partition_files": len(report.units),
-                "n_users": report.n_users, "n_items": report.n_items,
-            }  # fmt: skip
-        elif isinstance(report, stages.ValidateReport):
-            fields["units"] = len(report.units)
-        lines += [f"## {stage}", "", "| field | value |", "|---|---|"]
-        for key, value in fields.items():
-            if isinstance(value, float):
-                value = f"{value:.4f}"
-            lines.append(f"| {key} | {value} |")
-        lines.append("")
-    return "\n".join(lines)
 
 
 @flow(name="nightly-recommendations", log_prints=True)
@@ -242,14 +211,17 @@ def nightly_flow(
         since: backfill: re-extract data from this date (inclusive).
         until: backfill: re-extract data up to this date (inclusive).
     """
+    run = Run.start()
     reports: dict[str, Any] = {}
-    reports["extract"] = extract_flow(force=force_extract, since=since, until=until)
-    reports["validate"] = validate_flow()
-    reports["features"] = features_flow(as_of=as_of)
-    reports["train"] = train_flow(as_of=reports["features"].as_of, params=params)
-    reports["score"] = score_flow()
-    reports["publish"] = publish_flow(recommendations=reports["score"].path)
+    reports["extract"] = _extract(run, force_extract, since, until)
+    reports["validate"] = _validate(run, None)
+    resolved = resolve_as_of(run.settings, as_of)
+    reports["features"] = _features(run, resolved)
+    reports["train"] = _train(run, resolved, params)
+    reports["score"] = _score(run, resolved)
+    reports["publish"] = _publish(run, reports["score"].path)
     create_markdown_artifact(
-        _summary(reports), key="nightly-summary", description="Counts and metrics of the run"
-    )
+        summaries.nightly(reports), key="nightly-summary",
+        description="Counts and metrics of the run",
+    )  # fmt: skip
     return reports

@@ -1,6 +1,7 @@
 """Deployment settings: one object, read once by a flow or the CLI and passed down.
 
-Every field is overridable as ``RECS_<NAME>`` (for example ``RECS_DATA_DIR``), or from a TOML file
+Every field is overridable as ``RECS_<NAME>`` (for example ``RECS_DATA_DIR``; nested groups as
+``RECS_<GROUP>__<NAME>``, e.g. ``RECS_VALIDATION__MAX_QUARANTINE_SHARE``), or from a TOML file
 named by ``RECS_CONFIG`` (default ``recs.toml`` in the working directory, if it exists).
 """
 
@@ -18,7 +19,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from pipelines.sources import FileSource, Source
+from models.baselines import PopularityParams
+from pipelines.sources.readers import FileSource, Source
+from pipelines.stores import Stores
+from pipelines.stores.tracking import Tracking
+from pipelines.suites.events import ValidationThresholds
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +35,9 @@ def _default_sources() -> list[Source]:
 class Settings(BaseSettings):
     """Where data lives and how the nightly run behaves."""
 
-    model_config = SettingsConfigDict(env_prefix="RECS_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RECS_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Root of lake, warehouse, serving")
     landing_dir: Path | None = Field(None, description="Event exports + catalogs (data/landing)")
@@ -49,12 +56,12 @@ class Settings(BaseSettings):
     registered_model_name: str = "recs-lightfm"
     top_k: int = Field(10, ge=1, le=1000, description="Recommendations per user")
     holdout_days: int = Field(7, ge=1, description="Evaluation window after as_of, in days")
-    max_quarantine_share: float = Field(0.01, ge=0, le=1, description="Fail above this share")
-    max_unknown_user_share: float = Field(0.2, ge=0, le=1)
-    max_new_user_share: float = Field(0.5, ge=0, le=1)
-    max_new_item_share: float = Field(0.5, ge=0, le=1)
-    min_volume_ratio: float = Field(0.5, ge=0)
-    clock_skew_minutes: int = Field(10, ge=0, description="Allowed future drift of event_ts")
+    validation: ValidationThresholds = Field(
+        default_factory=ValidationThresholds, description="The validation gate's thresholds"
+    )
+    popularity: PopularityParams = Field(
+        default_factory=PopularityParams, description="What the popular lists count"
+    )
     recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")
     num_threads: int = Field(2, ge=1, description="LightFM training / scoring threads")
     sources: list[Source] = Field(
@@ -118,3 +125,22 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         assert self.mlflow_tracking_uri is not None
         return self.mlflow_tracking_uri
+
+    def stores(self) -> Stores:
+        """Where each store lives, for the stages."""
+        return Stores(
+            landing=self.landing,
+            lake=self.lake,
+            warehouse=self.warehouse,
+            serving_url=self.serving,
+            gx_root=self.data_dir,
+        )
+
+    def tracking(self) -> Tracking:
+        """The MLflow store and names, for the stages."""
+        return Tracking(
+            tracking_uri=self.tracking_uri,
+            artifacts_dir=self.mlflow_artifacts_dir,
+            experiment_name=self.experiment_name,
+            model_name=self.registered_model_name,
+        )

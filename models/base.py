@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import polars as pl
@@ -20,12 +23,63 @@ RECS_SCHEMA = {
 }
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What a recommender is fitted on: the feature tables of one ``as_of``.
+
+    Attributes:
+        interactions: one row per user_id x item_id before ``as_of`` (``weight``, ``last_ts``).
+        users: one row per user_id with attributes (features/sql/user_features.sql).
+        items: one row per item_id with attributes (features/sql/item_features.sql).
+        as_of: the fit's "now"; nothing at or after it is in the tables.
+    """
+
+    interactions: pl.DataFrame
+    users: pl.DataFrame
+    items: pl.DataFrame
+    as_of: datetime | None = None
+
+
 class Recommender(Protocol):
-    """A model that ranks items for users (LightFM, popularity, ...)."""
+    """A model that ranks items for users (LightFM, popularity, ...).
+
+    Every implementation passes the shared contract in ``tests/unit/test_recommender_contract.py``
+    and is saved with its ``kind`` so :func:`models.pyfunc.load_recommender` can read it back.
+    """
+
+    kind: ClassVar[str]
 
     @property
     def item_ids(self) -> pl.Series:
         """The items it can recommend, in its own order."""
+        ...
+
+    @classmethod
+    def fit(cls, data: TrainingData, params: Any = None) -> Self:
+        """Fit on ``data``; ``params`` is the model's own frozen params model (None: defaults)."""
+        ...
+
+    def describes(self, users: pl.DataFrame) -> np.ndarray:
+        """Per user: whether the model can rank for them (history or known attributes)."""
+        ...
+
+    def user_attributes(self) -> list[str]:
+        """The user attribute columns the model reads (they make its MLflow signature)."""
+        ...
+
+    def similar_items(
+        self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1
+    ) -> pl.DataFrame:
+        """One row per item_id x rank (1..k): ``item_id, rank, similar_item_id, score``."""
+        ...
+
+    def save(self, directory: Path) -> Path:
+        """Write the model into ``directory`` (created); returns it."""
+        ...
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model written by :meth:`save`."""
         ...
 
     def recommend(

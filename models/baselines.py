@@ -1,46 +1,88 @@
-"""The popularity baseline every model must beat before it is promoted."""
+"""Popularity: the baseline every model must beat, the fallback list, and the ``popular_items``
+table. "Popular" is defined here and nowhere else: distinct users per item over the
+``window_days`` before ``as_of`` (all history when None), ties broken by item id."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
 
 from features.contracts import C
-from models.base import allowed_mask, exclusion_matrix, recommendation_frame
+from features.matrices import attribute_columns
+from models.base import TrainingData, allowed_mask, exclusion_matrix, recommendation_frame
 from models.scoring import top_k
 
 _FILE = "popularity.parquet"
+_META = "meta.json"
+
+MAX_SEGMENT_VALUES = 50
+"""A user attribute with at most this many values makes popularity segments (country:US, ...)."""
+
+
+class PopularityParams(BaseModel):
+    """What "popular" counts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_days: int | None = Field(
+        14, ge=1, description="distinct users over these days before as_of (None: all history)"
+    )
+
+
+def item_popularity(
+    interactions: pl.DataFrame, items: pl.Series, data: TrainingData, params: PopularityParams
+) -> pl.DataFrame:
+    """One row per item in ``items``: ``item_id, score`` (distinct users in the window, 0 for
+    items nobody touched), sorted best first with ties by item id."""
+    recent = interactions
+    if params.window_days is not None and data.as_of is not None:
+        # A pair's last event falls in the window exactly when the user touched the item in it.
+        since = data.as_of - timedelta(days=params.window_days)
+        recent = interactions.filter(pl.col("last_ts") >= since)
+    counts = recent.group_by(C.item_id).agg(pl.col(C.user_id).n_unique().alias(C.score))
+    return (
+        pl.DataFrame({C.item_id: items.unique()})
+        .join(counts, on=C.item_id, how="left")
+        .with_columns(pl.col(C.score).fill_null(0).cast(pl.Float64))
+        .sort([C.score, C.item_id], descending=[True, False])
+    )
 
 
 @dataclass(frozen=True)
 class PopularityRecommender:
-    """Ranks items by the number of distinct users who interacted with them in training."""
+    """Ranks every catalog item by popularity (module docstring); the same list for everyone."""
 
-    item_ids: pl.Series
+    kind: ClassVar[str] = "popularity"
+
+    item_ids: pl.Series  # best first
     item_scores: np.ndarray
-
-    def save(self, directory: Path) -> Path:
-        """Write ``popularity.parquet`` (item_id, score) into ``directory``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame({C.item_id: self.item_ids, C.score: self.item_scores}).write_parquet(
-            directory / _FILE
-        )
-        return directory
+    params: PopularityParams = field(default_factory=PopularityParams)
 
     @classmethod
-    def load(cls, directory: Path) -> PopularityRecommender:
-        """Read a baseline written by :meth:`save`."""
-        frame = pl.read_parquet(directory / _FILE)
-        return cls(frame[C.item_id], frame[C.score].to_numpy())
+    def fit(cls, data: TrainingData, params: Any = None) -> Self:
+        """Popularity over ``data.items`` (every catalog item) from ``data.interactions``."""
+        params = params if isinstance(params, PopularityParams) else PopularityParams()
+        items = data.items[C.item_id] if data.items.height else data.interactions[C.item_id]
+        ranked = item_popularity(data.interactions, items, data, params)
+        return cls(ranked[C.item_id], ranked[C.score].to_numpy(), params)
 
-    @classmethod
-    def fit(cls, interactions: pl.DataFrame) -> PopularityRecommender:
-        """From one row per user_id x item_id (features/sql/interactions.sql)."""
-        counts = interactions.group_by(C.item_id).agg(pl.len().alias("n")).sort(C.item_id)
-        return cls(counts[C.item_id], counts["n"].to_numpy().astype(np.float32))
+    def describes(self, users: pl.DataFrame) -> np.ndarray:
+        """Everyone: the popular list needs nothing about a user."""
+        return np.ones(users.height, dtype=bool)
+
+    def user_attributes(self) -> list[str]:
+        return []
+
+    def _rank_proxy(self) -> np.ndarray:
+        # Strictly decreasing in list order, so the top-k kernel keeps the tie order by item id.
+        return -np.arange(self.item_ids.len(), dtype=np.float32)
 
     def recommend(
         self,
@@ -53,13 +95,97 @@ class PopularityRecommender:
     ) -> pl.DataFrame:
         """See :class:`models.base.Recommender`; ``source`` is ``popular``."""
         ones = np.ones((users.height, 1), np.float32)
-        idx, scores = top_k(
+        idx, _ = top_k(
             ones,
-            self.item_scores[:, None],
+            self._rank_proxy()[:, None],
             k,
             exclude=exclusion_matrix(exclude, users[C.user_id], self.item_ids),
             allowed=allowed_mask(allowed_items, self.item_ids),
             num_threads=num_threads,
         )
+        scores = np.where(idx >= 0, self.item_scores[np.maximum(idx, 0)], -np.inf)
         source = pl.Series(["popular"] * users.height, dtype=pl.String)
         return recommendation_frame(users[C.user_id], self.item_ids, idx, scores, source)
+
+    def similar_items(
+        self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1
+    ) -> pl.DataFrame:
+        """For every item, the most popular other items (popularity knows no similarity)."""
+        items = pl.DataFrame({C.user_id: self.item_ids})
+        same = pl.DataFrame({C.user_id: self.item_ids, C.item_id: self.item_ids})
+        recs = self.recommend(
+            items, k, exclude=same, allowed_items=allowed_items, num_threads=num_threads
+        )
+        return recs.select(
+            pl.col(C.user_id).alias(C.item_id),
+            C.rank,
+            pl.col(C.item_id).alias("similar_item_id"),
+            C.score,
+        )
+
+    def save(self, directory: Path) -> Path:
+        """Write ``popularity.parquet`` (item_id, score, best first) and ``meta.json``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({C.item_id: self.item_ids, C.score: self.item_scores}).write_parquet(
+            directory / _FILE
+        )
+        meta = {"kind": self.kind, "params": self.params.model_dump()}
+        (directory / _META).write_text(json.dumps(meta))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a baseline written by :meth:`save`."""
+        frame = pl.read_parquet(directory / _FILE)
+        meta = json.loads((directory / _META).read_text())
+        params = PopularityParams.model_validate(meta["params"])
+        return cls(frame[C.item_id], frame[C.score].to_numpy(), params)
+
+
+def user_segments(users: pl.DataFrame) -> pl.DataFrame:
+    """One row per user_id x segment (``<attribute>:<value>``) for every categorical user
+    attribute with at most :data:`MAX_SEGMENT_VALUES` values."""
+    categorical, _ = attribute_columns(users, C.user_id)
+    columns = [c for c in categorical if users[c].n_unique() <= MAX_SEGMENT_VALUES]
+    parts = [
+        users.select(C.user_id, segment=pl.lit(f"{c}:") + pl.col(c)).drop_nulls() for c in columns
+    ]
+    if not parts:
+        return pl.DataFrame(schema={C.user_id: pl.String, "segment": pl.String})
+    return pl.concat(parts)
+
+
+def popular_items(
+    data: TrainingData, params: PopularityParams, top_n: int, available: pl.Series
+) -> pl.DataFrame:
+    """The ``popular_items`` table: one row per segment x rank (1..top_n) over available items,
+    by popularity among all users (``global``) and among each segment's users
+    (:func:`user_segments`). Items nobody in a segment touched in the window are left out."""
+    frames = []
+    segments = pl.concat(
+        [
+            data.users.select(C.user_id, segment=pl.lit("global")),
+            user_segments(data.users),
+        ]
+    )
+    for (segment,), members in segments.group_by("segment", maintain_order=True):
+        inter = data.interactions.join(members.select(C.user_id), on=C.user_id, how="semi")
+        ranked = item_popularity(inter, available, data, params).filter(pl.col(C.score) > 0)
+        frames.append(
+            ranked.head(top_n).select(
+                pl.lit(str(segment)).alias("segment"),
+                pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias(C.rank),
+                C.item_id,
+                C.score,
+            )
+        )
+    if not frames:
+        return pl.DataFrame(
+            schema={
+                "segment": pl.String,
+                C.rank: pl.Int32,
+                C.item_id: pl.String,
+                C.score: pl.Float64,
+            }
+        )
+    return pl.concat(frames).sort("segment", C.rank)

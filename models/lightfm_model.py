@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
@@ -17,8 +18,14 @@ import scipy.sparse as sp
 from lightfm import LightFM
 
 from features.contracts import C
-from features.matrices import ID_TOKEN, TrainingMatrices, feature_matrix, feature_tokens
-from models.base import allowed_mask, exclusion_matrix, recommendation_frame
+from features.matrices import (
+    ID_TOKEN,
+    TrainingMatrices,
+    feature_matrix,
+    feature_tokens,
+    training_matrices,
+)
+from models.base import TrainingData, allowed_mask, exclusion_matrix, recommendation_frame
 from models.params import LightFMParams
 from models.scoring import top_k
 
@@ -31,12 +38,38 @@ class LightFMRecommender:
     """A trained hybrid model, reduced to what scoring needs (user biases are dropped: constant
     per user, they never change a ranking)."""
 
+    kind: ClassVar[str] = "lightfm"
+
     params: LightFMParams
     user_vocabulary: pl.Series
     user_feature_embeddings: np.ndarray  # n_user_features x d
     item_ids: pl.Series
     item_embeddings: np.ndarray  # n_items x d, features already summed
     item_biases: np.ndarray  # n_items
+
+    @classmethod
+    def fit(cls, data: TrainingData, params: Any = None) -> Self:
+        """Train on the feature tables (see :func:`train_lightfm`)."""
+        params = params if isinstance(params, LightFMParams) else LightFMParams()
+        if data.interactions.height == 0:
+            raise ValueError("LightFM: no interactions to fit on")
+        matrices = training_matrices(data.interactions, data.users, data.items)
+        return cls.from_matrices(matrices, params)
+
+    @classmethod
+    def from_matrices(cls, matrices: TrainingMatrices, params: LightFMParams) -> Self:
+        """Fit on prepared matrices. Deterministic for a given ``random_state`` when
+        ``num_threads`` is 1."""
+        model = _fit(matrices, params)
+        item_biases, item_embeddings = model.get_item_representations(matrices.item_features)
+        return cls(
+            params=params,
+            user_vocabulary=matrices.user_vocabulary,
+            user_feature_embeddings=model.user_embeddings.copy(),
+            item_ids=matrices.item_ids,
+            item_embeddings=item_embeddings,
+            item_biases=item_biases,
+        )
 
     def _user_features(self, users: pl.DataFrame) -> tuple[sp.csr_matrix, pl.Series]:
         warm_ids = self.user_vocabulary.filter(self.user_vocabulary.str.starts_with(ID_TOKEN))
@@ -132,6 +165,7 @@ class LightFMRecommender:
             item_biases=self.item_biases,
         )
         meta = {
+            "kind": self.kind,
             "params": self.params.model_dump(),
             "user_vocabulary": self.user_vocabulary.to_list(),
             "item_ids": self.item_ids.to_list(),
@@ -140,7 +174,7 @@ class LightFMRecommender:
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> LightFMRecommender:
+    def load(cls, directory: Path) -> Self:
         """Read a model written by :meth:`save`."""
         meta = json.loads((directory / _META).read_text())
         with np.load(directory / _ARRAYS) as arrays:
@@ -159,16 +193,7 @@ def train_lightfm(matrices: TrainingMatrices, params: LightFMParams) -> LightFMR
 
     Deterministic for a given ``random_state`` when ``num_threads`` is 1.
     """
-    model = _fit(matrices, params)
-    item_biases, item_embeddings = model.get_item_representations(matrices.item_features)
-    return LightFMRecommender(
-        params=params,
-        user_vocabulary=matrices.user_vocabulary,
-        user_feature_embeddings=model.user_embeddings.copy(),
-        item_ids=matrices.item_ids,
-        item_embeddings=item_embeddings,
-        item_biases=item_biases,
-    )
+    return LightFMRecommender.from_matrices(matrices, params)
 
 
 def _fit(matrices: TrainingMatrices, params: LightFMParams) -> LightFM:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,19 +10,41 @@ import pandas as pd
 import polars as pl
 from mlflow.pyfunc.model import PythonModel
 
+from models.base import Recommender
+from models.baselines import PopularityRecommender
 from models.lightfm_model import LightFMRecommender
 
 ARTIFACT_KEY = "recommender"
 
+KINDS: dict[str, type[LightFMRecommender] | type[PopularityRecommender]] = {
+    LightFMRecommender.kind: LightFMRecommender,
+    PopularityRecommender.kind: PopularityRecommender,
+}
+"""Every recommender that can be saved, logged and served, by its ``kind``."""
+
+
+def load_recommender(directory: Path) -> Recommender:
+    """Read any recommender written by its ``save`` (the kind is in its ``meta.json``).
+
+    Raises:
+        ValueError: naming the directory and the kind when it is not one of :data:`KINDS`.
+    """
+    kind = json.loads((directory / "meta.json").read_text()).get("kind", LightFMRecommender.kind)
+    if kind not in KINDS:
+        raise ValueError(
+            f"{directory}: unknown recommender kind {kind!r}; expected {sorted(KINDS)}"
+        )
+    return KINDS[kind].load(directory)
+
 
 class RecommenderModel(PythonModel):
-    """Wraps :class:`LightFMRecommender`; input rows are users (``user_id`` plus optional
-    attribute columns), output is one row per user x rank."""
+    """Wraps any :class:`models.base.Recommender`; input rows are users (``user_id`` plus
+    optional attribute columns), output is one row per user x rank."""
 
-    recommender: LightFMRecommender
+    recommender: Recommender
 
     def load_context(self, context: Any) -> None:
-        self.recommender = LightFMRecommender.load(Path(context.artifacts[ARTIFACT_KEY]))
+        self.recommender = load_recommender(Path(context.artifacts[ARTIFACT_KEY]))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

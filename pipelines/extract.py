@@ -1,244 +1,201 @@
-"""Extract: sources -> typed events in the raw lake; records that cannot be typed -> quarantine.
-
-Every record read ends either in the lake or in the returned rejects: ``read == written +
-rejected``, checked per file and per database window. File sources are incremental by checksum
-(a file already extracted unchanged is skipped); a database source by a watermark on its event-time
-column with a late-arrival lookback. Both are idempotent: a re-read replaces exactly the
-partition files it covers.
-"""
+"""Extract stage: every configured source into the raw lake; catalogs into lake snapshots;
+records that cannot be typed into the warehouse ``quarantine`` table with a reason."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from features.contracts import EVENTS, QUARANTINE, C, ContractError
-from pipelines import lake
-from pipelines.sources import (
-    FileSource,
-    PostgresSource,
-    Typed,
-    _quote,
-    read_event_file,
-    type_staged,
+from features.contracts import C
+from pipelines.sources.files import (
+    SourceReport,
+    extract_file,
+    file_checksum,
+    file_date,
+    read_catalog_csv,
 )
+from pipelines.sources.postgres import extract_postgres, postgres_window
+from pipelines.sources.readers import FileSource, PostgresSource, Typed
+from pipelines.stores import Stores, lake, warehouse
+from pipelines.suites.catalog import validate_catalog
+from pipelines.suites.runner import ValidationError
 
 
-def file_checksum(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class ExtractReport:
+    """Counts of one extraction over all sources; ``rows_read == rows_written + rows_rejected``."""
+
+    sources: list[SourceReport]
+    n_users: int
+    n_items: int
+
+    @property
+    def units(self) -> list[str]:
+        return [u for s in self.sources for u in s.units]
+
+    @property
+    def files_skipped(self) -> int:
+        return sum(s.files_skipped for s in self.sources)
+
+    @property
+    def rows_read(self) -> int:
+        return sum(s.rows_read for s in self.sources)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(s.rows_written for s in self.sources)
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(s.rows_rejected for s in self.sources)
+
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.sources:
+            for reason, n in s.rejected_by_reason.items():
+                out[reason] = out.get(reason, 0) + n
+        return dict(sorted(out.items()))
 
 
-def read_catalog(path: Path, id_column: str, required: tuple[str, ...] = ()) -> pa.Table:
-    """Read a catalog CSV: ids as trimmed strings (a blank id becomes null), and a null ``tags``
-    column for items that have none, so feature SQL can rely on it. Whether ids are present and
-    unique, and attributes in their domains, is the catalog suite's call
-    (:func:`pipelines.validate.validate_catalog`).
-
-    Raises:
-        ContractError: naming the file and the missing column.
-    """
-    table = pacsv.read_csv(path)
-    for column in (id_column, *required):
-        if column not in table.column_names:
-            raise ContractError(f"{path}: missing column {column!r}; got {table.column_names}")
-    ids = pc.utf8_trim_whitespace(table.column(id_column).cast(pa.string()))
-    ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)
-    table = table.set_column(table.schema.get_field_index(id_column), id_column, ids)
-    if id_column == C.item_id and "tags" not in table.column_names:
-        table = table.append_column("tags", pa.nulls(table.num_rows, pa.string()))
-    return table
-
-
-@dataclass
-class SourceReport:
-    """What one source gave in one extraction; ``rows_read == rows_written + rows_rejected``."""
-
-    source: str
-    units: list[str] = field(default_factory=list)
-    files_read: int = 0
-    files_skipped: int = 0
-    rows_read: int = 0
-    rows_written: int = 0
-    rows_rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    watermark_low: datetime | None = None
-    watermark_high: datetime | None = None
-
-    def add(self, typed: Typed, what: str) -> None:
-        if typed.n_read != typed.events.num_rows + typed.rejects.num_rows:
-            raise AssertionError(f"{what}: rows do not reconcile")
-        self.rows_read += typed.n_read
-        self.rows_written += typed.events.num_rows
-        self.rows_rejected += typed.rejects.num_rows
-        reasons = pc.value_counts(typed.rejects.column(C.reason)).to_pylist()
-        for entry in reasons:
-            key = str(entry["values"])
-            self.rejected_by_reason[key] = self.rejected_by_reason.get(key, 0) + entry["counts"]
+def _manifest_row(
+    run_id: str, source: str, file: str, checksum: str | None, report: SourceReport | Typed,
+    at: datetime, low: datetime | None = None, high: datetime | None = None, backfill: bool = False,
+) -> pa.Table:  # fmt: skip
+    if isinstance(report, Typed):
+        read, written, rejected = report.n_read, report.events.num_rows, report.rejects.num_rows
+    else:
+        read, written, rejected = report.rows_read, report.rows_written, report.rows_rejected
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.table(
+        {
+            "run_id": [run_id],
+            "source": [source],
+            "file": [file],
+            "checksum": pa.array([checksum], pa.string()),
+            "watermark_low": pa.array([low], ts),
+            "watermark_high": pa.array([high], ts),
+            "backfill": [backfill],
+            "rows_read": [read],
+            "rows_written": [written],
+            "rows_rejected": [rejected],
+            "extracted_at": pa.array([at], ts),
+        }
+    )
 
 
-def part_name(source: str, path: Path) -> str:
-    """Lake part of a source file: ``<source>--<file name without extensions>``."""
-    return f"{source}--{path.name.split('.', 1)[0]}"
-
-
-def extract_file(
-    path: Path, source: FileSource, lake_dir: Path, *, ingested_at: datetime, run_id: str
-) -> tuple[Typed, list[str]]:
-    """Read one file and replace its part in the raw lake. Returns what was read and the
-    partition files written (relative to the zone)."""
-    typed = read_event_file(path, source, ingested_at=ingested_at, run_id=run_id)
-    written = lake.write_part(lake_dir, "raw", part_name(source.name, path), typed.events)
-    root = lake.zone_dir(lake_dir, "raw")
-    return typed, [str(p.relative_to(root)) for p in written]
-
-
-def file_date(path: Path) -> date | None:
-    """The first YYYY-MM-DD in a file name, if any (used to pick files of a backfill range)."""
-    match = re.search(r"(\d{4}-\d{2}-\d{2})", path.name)
-    return date.fromisoformat(match.group(1)) if match else None
-
-
-# --------------------------------------------------------------------------------------------
-# PostgreSQL
-
-
-def postgres_window(
-    previous_high: datetime | None, lookback: timedelta, until: datetime
-) -> tuple[datetime | None, datetime]:
-    """[low, high) to read: from midnight (UTC) of ``previous_high - lookback`` (whole days, so each
-    day's partition file is rewritten complete) up to ``until``; everything on the first run."""
-    if previous_high is None:
-        return None, until
-    start = previous_high - lookback
-    return start.replace(hour=0, minute=0, second=0, microsecond=0), until
-
-
-def _postgres_batches(
-    source: PostgresSource, low: datetime | None, high: datetime
-) -> Iterator[pa.RecordBatch]:
-    """The source table's rows in [low, high) as Arrow batches of text columns (bounded memory:
-    ADBC streams them with COPY)."""
-    import adbc_driver_postgresql
-    import adbc_driver_postgresql.dbapi as postgresql
-
-    ts = _quote(source.mapping.event_ts)
-    fields = []
-    for contract, column in source.mapping.source_columns().items():
-        if contract == C.event_ts and column:
-            # Full precision and an explicit offset, whatever the server's DateStyle.
-            fields.append(f"to_char({_quote(column)} at time zone 'UTC', "
-                          f"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') as {contract}")  # fmt: skip
-        else:
-            fields.append(
-                f"{_quote(column)}::text as {contract}" if column else f"null::text as {contract}"
-            )
-    table = ".".join(_quote(part) for part in source.table.split("."))
-    # Window bounds are timestamps this code produced, written as literals: ADBC only streams
-    # (COPY, bounded batches) for statements without bound parameters.
-    where = [f"{ts} < '{high.isoformat()}'::timestamptz"]
-    if low is not None:
-        where.append(f"{ts} >= '{low.isoformat()}'::timestamptz")
-    query = f"select {', '.join(fields)} from {table} where {' and '.join(where)}"
-    with postgresql.connect(source.url) as conn, conn.cursor() as cur:
-        hint = adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value
-        cur.adbc_statement.set_options(**{hint: str(source.batch_rows * 120)})
-        cur.execute(query)
-        yield from cur.fetch_record_batch()
-
-
-class _DayWriters:
-    """One Parquet writer per event date, writing beside the final files; renamed at the end."""
-
-    def __init__(self, lake_dir: Path, part: str) -> None:
-        self.root = lake.zone_dir(lake_dir, "raw")
-        self.part = part
-        self.writers: dict[str, tuple[pq.ParquetWriter, Path]] = {}
-
-    def write(self, events: pa.Table) -> None:
-        dates = pc.strftime(events.column(C.event_ts), format="%Y-%m-%d")
-        for dt in pc.unique(dates).to_pylist():
-            rows = events.filter(pc.equal(dates, dt))
-            if dt not in self.writers:
-                final = self.root / f"dt={dt}" / f"{self.part}.parquet"
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-                self.writers[dt] = (pq.ParquetWriter(tmp, EVENTS, compression="zstd"), tmp)
-            self.writers[dt][0].write_table(rows)
-
-    def commit(self) -> list[str]:
-        written = []
-        for dt, (writer, tmp) in sorted(self.writers.items()):
-            writer.close()
-            final = self.root / f"dt={dt}" / f"{self.part}.parquet"
-            os.replace(tmp, final)
-            written.append(str(final.relative_to(self.root)))
-        return written
-
-    def abort(self) -> None:
-        for writer, tmp in self.writers.values():
-            writer.close()
-            tmp.unlink(missing_ok=True)
-
-
-def extract_postgres(
-    source: PostgresSource,
-    lake_dir: Path,
+def extract(
+    stores: Stores,
     *,
-    low: datetime | None,
-    high: datetime,
-    ingested_at: datetime,
+    sources: Sequence[FileSource | PostgresSource],
     run_id: str,
-) -> tuple[SourceReport, pa.Table]:
-    """Read ``source`` rows with event time in [low, high) into the raw lake, batch by batch.
+    ingested_at: datetime,
+    force: bool = False,
+    since: date | None = None,
+    until: date | None = None,
+) -> ExtractReport:
+    """Sources -> raw lake; catalogs -> lake snapshots; untypeable records -> quarantine.
 
-    Each day in the window is rewritten whole as ``dt=<day>/<source name>.parquet``; a day in the
-    window that no longer has rows loses its file. Returns the report and the rejects.
+    A file already extracted with the same checksum is skipped unless ``force`` or (backfill) its
+    name carries a date in ``[since, until]``. A database source reads from its last watermark minus
+    its lookback, or exactly ``[since, until]`` for a backfill (the watermark is then kept).
     """
-    report = SourceReport(source.name, watermark_low=low, watermark_high=high)
-    writers = _DayWriters(lake_dir, source.name)
-    rejects = []
-    con = duckdb.connect()
-    try:
-        for batch in _postgres_batches(source, low, high):
-            staged = pa.Table.from_batches([batch]).append_column(
-                C.source, pa.array([f"postgres:{source.table}"] * batch.num_rows, pa.string())
-            )
-            staged = staged.append_column("line_no", pa.nulls(batch.num_rows, pa.int64()))
-            staged = staged.append_column(C.raw, pa.nulls(batch.num_rows, pa.string()))
-            staged = staged.append_column("format_error", pa.nulls(batch.num_rows, pa.string()))
-            typed = type_staged(con, staged, source.mapping, ingested_at=ingested_at, run_id=run_id)
-            report.add(typed, f"{source.name} batch")
-            writers.write(typed.events)
-            rejects.append(typed.rejects)
-        report.units = writers.commit()
-    except BaseException:
-        writers.abort()
-        raise
-    finally:
-        con.close()
-    if low is not None:
-        # Days of the window that had rows before but have none now.
-        for unit in lake.units(lake_dir, "raw"):
-            day, name = unit.split("/", 1)
-            if name == f"{source.name}.parquet" and day[3:4].isdigit():
-                d = date.fromisoformat(day.removeprefix("dt="))
-                if low.date() <= d <= high.date() and unit not in report.units:
-                    (lake.zone_dir(lake_dir, "raw") / unit).unlink()
-    return report, pa.concat_tables(rejects) if rejects else QUARANTINE.empty_table()
+    users = read_catalog_csv(stores.landing / "users.csv", C.user_id)
+    items = read_catalog_csv(stores.landing / "items.csv", C.item_id, required=(C.available,))
+    for name, id_column, table in (("users", C.user_id, users), ("items", C.item_id, items)):
+        failures = validate_catalog(
+            table, name=name, id_column=id_column, previous=lake.read_catalog(stores.lake, name),
+            gx_root=stores.gx_root,
+        )  # fmt: skip
+        if failures:
+            raise ValidationError(str(stores.landing / f"{name}.csv"), failures)
+    for name, table in (("users", users), ("items", items)):
+        lake.write_catalog(stores.lake, name, table, run_id=run_id)
+    backfill = since is not None or until is not None
+    reports = []
+    with warehouse.connect(stores.warehouse) as con:
+        done = warehouse.extracted_checksums(con)
+        marks = warehouse.watermarks(con)
+        for source in sources:
+            if isinstance(source, FileSource):
+                report = _extract_file_source(
+                    con, stores, source, done=done, force=force, since=since, until=until,
+                    run_id=run_id, ingested_at=ingested_at,
+                )  # fmt: skip
+            else:
+                if backfill:
+                    low = _midnight(since) if since else None
+                    high = _midnight(until) + timedelta(days=1) if until else ingested_at
+                else:
+                    lookback = timedelta(hours=source.lookback_hours)
+                    low, high = postgres_window(marks.get(source.name), lookback, ingested_at)
+                report, rejects = extract_postgres(
+                    source, stores.lake, low=low, high=high, ingested_at=ingested_at, run_id=run_id
+                )
+                if rejects.num_rows:
+                    warehouse.append(con, "quarantine", rejects)
+                warehouse.append(
+                    con, "extractions",
+                    _manifest_row(run_id, source.name, source.table, None, report, ingested_at,
+                                  low, high, backfill),
+                )  # fmt: skip
+            reports.append(report)
+    return ExtractReport(reports, users.num_rows, items.num_rows)
+
+
+def _extract_file_source(
+    con: duckdb.DuckDBPyConnection,
+    stores: Stores,
+    source: FileSource,
+    *,
+    done: dict[tuple[str, str], str],
+    force: bool,
+    since: date | None,
+    until: date | None,
+    run_id: str,
+    ingested_at: datetime,
+) -> SourceReport:
+    """Every new or changed file of a file source (or, for a backfill, every file dated in
+    ``[since, until]``) into the raw lake, its rejects and manifest row into the warehouse."""
+    report = SourceReport(source.name)
+    files = source.files(stores.landing / "events")
+    if not files:
+        raise FileNotFoundError(
+            f"source {source.name!r}: no files matching {source.patterns()} in "
+            f"{source.path or stores.landing / 'events'}; run `recs generate`, "
+            "`recs import ...` or drop exports there"
+        )
+    backfill = since is not None or until is not None
+    for path in files:
+        checksum = file_checksum(path)
+        day = file_date(path)
+        in_range = (
+            backfill
+            and day is not None
+            and (since is None or day >= since)
+            and (until is None or day <= until)
+        )
+        if not (force or in_range) and done.get((source.name, path.name)) == checksum:
+            report.files_skipped += 1
+            continue
+        typed, units = extract_file(
+            path, source, stores.lake, ingested_at=ingested_at, run_id=run_id
+        )
+        report.add(typed, str(path))
+        report.units.extend(units)
+        report.files_read += 1
+        if typed.rejects.num_rows:
+            warehouse.append(con, "quarantine", typed.rejects)
+        warehouse.append(
+            con, "extractions",
+            _manifest_row(run_id, source.name, path.name, checksum, typed, ingested_at),
+        )  # fmt: skip
+    return report
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -60,8 +60,22 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``tiny`` synthetic preset written once per session (read-only for tests)."""
-    from pipelines.synthetic import PRESETS, write_landing
+    from pipelines.sources.synthetic import PRESETS, write_landing
 
     landing = tmp_path_factory.mktemp("tiny") / "landing"
     write_landing(PRESETS["tiny"], landing)
     return landing
+
+
+ML100K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Path:
+    """The shared MovieLens 100K copy beside the checkout. Missing it is a failure in CI
+    (CI=true), a skip with the reason elsewhere."""
+    if not (ML100K / "u.data").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"MovieLens 100K copy not found at {ML100K}")
+        pytest.skip(f"MovieLens 100K copy not found at {ML100K}")
+    return ML100K

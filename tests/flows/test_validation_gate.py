@@ -139,7 +139,7 @@ def test_a_failed_batch_quarantines_nothing_and_stays_pending(
     before = con.execute("select count(*) from quarantine where stage = 'validate'").fetchall()
     con.close()
     # The fix: a higher threshold; the pending batch passes and is quarantined once.
-    monkeypatch.setenv("RECS_MAX_QUARANTINE_SHARE", "0.1")
+    monkeypatch.setenv("RECS_VALIDATION__MAX_QUARANTINE_SHARE", "0.1")
     assert main(["run", "validate"]) == 0
     con = duckdb.connect(str(warehouse), read_only=True)
     after = con.execute(

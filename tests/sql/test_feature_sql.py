@@ -10,6 +10,8 @@ import polars as pl
 import pytest
 
 from features.build import FEATURE_TABLES, register_frames, run_sql, sql_text
+from models.base import TrainingData
+from models.baselines import PopularityParams, popular_items
 from tests.factories import T0, event_rows, events_frame
 
 AS_OF = T0 + timedelta(days=2)  # hours 0..47 are training, 48.. are after as_of
@@ -67,7 +69,7 @@ def _run(con: duckdb.DuckDBPyConnection, name: str, **params: object) -> pl.Data
 
 
 def test_every_sql_file_has_a_test_here() -> None:
-    tested = {"interactions", "holdout", "user_features", "item_features", "popular_items"}
+    tested = {"interactions", "holdout", "user_features", "item_features"}
     assert set(FEATURE_TABLES) == tested
     for name in FEATURE_TABLES:
         assert sql_text(name).lower().count("select * from final") == 1
@@ -117,11 +119,27 @@ def test_item_features(con: duckdb.DuckDBPyConnection) -> None:
     ]
 
 
-def test_popular_items(con: duckdb.DuckDBPyConnection) -> None:
-    got = _run(con, "popular_items", as_of=AS_OF, top_n=2, window_days=14)
+def test_missing_parameter_names_the_file(con: duckdb.DuckDBPyConnection) -> None:
+    with pytest.raises(KeyError, match=r"holdout.sql needs parameter\(s\) \['holdout_end'\]"):
+        run_sql(con, "holdout", as_of=AS_OF)
+
+
+def test_popular_items_from_the_feature_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """``popular_items`` is derived in Python (one definition of popular) from these tables."""
+    data = TrainingData(
+        _run(con, "interactions", as_of=AS_OF),
+        _run(con, "user_features", as_of=AS_OF),
+        _run(con, "item_features", as_of=AS_OF),
+        AS_OF,
+    )
+    available = data.items.filter(pl.col("available"))["item_id"]
+    got = popular_items(data, PopularityParams(window_days=14), 2, available)
     # i3 is unavailable; i1 and i2 both have 2 users (ties break by item_id). u1 is
-    # US/18-24/ios, u2 DE/55+/web; u3 is not in the catalog (global only); u4 has no events.
+    # US/18-24/ios, u2 DE/55+/web; u3 is not in the catalog (global and its activity band only);
+    # u4 has no events. u1, u2 and u3 all have fewer than 10 events: activity band "low".
     assert got.rows() == [
+        ("activity_band:low", 1, "i1", 2.0),
+        ("activity_band:low", 2, "i2", 2.0),
         ("age_band:18-24", 1, "i1", 1.0),
         ("age_band:18-24", 2, "i2", 1.0),
         ("age_band:55+", 1, "i1", 1.0),
@@ -134,8 +152,6 @@ def test_popular_items(con: duckdb.DuckDBPyConnection) -> None:
         ("global", 1, "i1", 2.0),
         ("global", 2, "i2", 2.0),
     ]
-
-
-def test_missing_parameter_names_the_file(con: duckdb.DuckDBPyConnection) -> None:
-    with pytest.raises(KeyError, match=r"holdout.sql needs parameter\(s\) \['holdout_end'\]"):
-        run_sql(con, "holdout", as_of=AS_OF)
+    recent = popular_items(data, PopularityParams(window_days=1), 2, available)
+    # Only u3's view of i2 (hour 40) falls in the last day before as_of (hour 48).
+    assert recent.filter(pl.col("segment") == "global").rows() == [("global", 1, "i2", 1.0)]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.extract import read_catalog
-from pipelines.validate import validate_catalog
+from pipelines.sources.files import read_catalog_csv as read_catalog
+from pipelines.suites.catalog import validate_catalog
 
 
 def _catalog(tmp_path: Path, text: str, name: str = "items") -> pa.Table:

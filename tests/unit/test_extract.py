@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from features.contracts import EVENTS, QUARANTINE, ContractError
-from pipelines.extract import read_catalog
-from pipelines.sources import FileSource, read_event_file
+from pipelines.sources.files import read_catalog_csv as read_catalog
+from pipelines.sources.readers import FileSource, read_event_file
 from tests.factories import json_line
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)

@@ -9,9 +9,10 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from flows.stages import Paths, extract
-from pipelines import lake
-from pipelines.sources import FileSource
+from pipelines.extract import extract
+from pipelines.sources.readers import FileSource
+from pipelines.stores import Stores as Paths
+from pipelines.stores import lake
 
 AT = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -36,9 +37,9 @@ def test_rerun_replaces_partitions_identically(tmp_path: Path, tiny_landing: Pat
     after = _snapshot(paths)
     assert before.keys() == after.keys()
     assert all(before[u].equals(after[u]) for u in before)  # type: ignore[attr-defined]
-    ids = duckdb.sql(
+    ids = duckdb.execute(
         "select count(*), count(distinct (source, event_id)) from read_parquet(?)",
-        params=[lake.events_glob(paths.lake, "raw")],
+        [lake.events_glob(paths.lake, "raw")],
     ).fetchall()[0]
     assert ids[0] == first.rows_written  # nothing doubled by the rerun
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from flows.stages import fill_to_k
+from models.policy import fill_to_k
 
 
 def _recs(rows: list[tuple[str, int, str, str]]) -> pl.DataFrame:

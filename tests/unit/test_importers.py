@@ -12,10 +12,11 @@ import polars as pl
 import pytest
 
 from flows.settings import PROJECT_ROOT
-from flows.stages import Paths, extract
-from pipelines import lake
-from pipelines.importers import import_csv, import_movielens
-from pipelines.sources import ColumnMapping, FileSource
+from pipelines.extract import extract
+from pipelines.sources.importers import import_csv, import_movielens
+from pipelines.sources.readers import ColumnMapping, FileSource
+from pipelines.stores import Stores as Paths
+from pipelines.stores import lake
 
 ML100K = PROJECT_ROOT.parent / "shared" / "data" / "ml-100k"
 AT = datetime(2026, 11, 1, tzinfo=UTC)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import lake
+from pipelines.stores import lake
 from tests.factories import event_rows, events_table
 
 TWO_DAYS = events_table(event_rows([("u1", "i1", "view", 1), ("u1", "i2", "view", 30)]))
@@ -44,11 +44,11 @@ def test_crash_mid_write_leaves_previous_part_readable(
 ) -> None:
     lake.write_part(tmp_path, "raw", "events-a", TWO_DAYS)
 
-    def crash(table: object, where: Path, **_: object) -> None:
-        Path(where).write_bytes(b"PAR1 half a file")
+    def crash(self: pq.ParquetWriter, table: object, **_: object) -> None:
+        Path(self.where).write_bytes(b"PAR1 half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(lake.pq, "write_table", crash)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", crash)
     with pytest.raises(OSError, match="disk full"):
         lake.write_part(tmp_path, "raw", "events-a", ONE_DAY)
     monkeypatch.undo()

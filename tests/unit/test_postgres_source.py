@@ -9,9 +9,10 @@ import adbc_driver_postgresql.dbapi as postgresql
 import polars as pl
 import pytest
 
-from flows.stages import Paths, extract
-from pipelines import lake
-from pipelines.sources import ColumnMapping, PostgresSource
+from pipelines.extract import extract
+from pipelines.sources.readers import ColumnMapping, PostgresSource
+from pipelines.stores import Stores as Paths
+from pipelines.stores import lake
 
 pytestmark = pytest.mark.postgres
 
@@ -71,8 +72,11 @@ def _lake_ids(paths: Paths) -> dict[str, list[str]]:
     return out
 
 
-def _run(paths: Paths, source: PostgresSource, at: datetime, **kw: date) -> None:
-    extract(paths, sources=[source], run_id=f"r{at:%d%H}", ingested_at=at, **kw)
+def _run(
+    paths: Paths, source: PostgresSource, at: datetime, *, since: date | None = None,
+    until: date | None = None,
+) -> None:  # fmt: skip
+    extract(paths, sources=[source], run_id=f"r{at:%d%H}", ingested_at=at, since=since, until=until)
 
 
 def test_watermark_lookback_backfill_and_reruns(setup: tuple[Paths, PostgresSource]) -> None:

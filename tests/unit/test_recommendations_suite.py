@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipelines.validate import validate_recommendations
+from pipelines.suites.recommendations import validate_recommendations
 
 K = 3
 USERS = pl.Series(["a", "b"])

@@ -4,19 +4,18 @@ no excluded item. Plus: the hybrid model learns structure the baseline cannot.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
-import pytest
 
 from features.matrices import training_matrices
+from models.base import Recommender, TrainingData
 from models.baselines import PopularityRecommender
 from models.evaluate import ranking_metrics
 from models.lightfm_model import LightFMRecommender, train_lightfm
 from models.params import LightFMParams
+from models.pyfunc import load_recommender
 
 N_USERS, N_ITEMS = 60, 30
 
@@ -59,19 +58,12 @@ PARAMS = LightFMParams(no_components=8, epochs=15, num_threads=1, random_state=7
 
 def _lightfm() -> LightFMRecommender:
     inter, users, items = _data()
-    return train_lightfm(training_matrices(inter, users, items), PARAMS)
+    return LightFMRecommender.fit(TrainingData(inter, users, items), PARAMS)
 
 
 def _popularity() -> PopularityRecommender:
-    return PopularityRecommender.fit(_data()[0])
-
-
-FACTORIES: dict[str, Callable[[], Any]] = {"lightfm": _lightfm, "popularity": _popularity}
-
-
-@pytest.fixture(params=sorted(FACTORIES))
-def factory(request: pytest.FixtureRequest) -> Callable[[], Any]:
-    return FACTORIES[request.param]
+    inter, users, items = _data()
+    return PopularityRecommender.fit(TrainingData(inter, users, items))
 
 
 def _users(*ids: str) -> pl.DataFrame:
@@ -84,40 +76,83 @@ def _users(*ids: str) -> pl.DataFrame:
     return pl.concat([known, extra])
 
 
-def test_deterministic_with_seed_and_one_thread(factory: Callable[[], Any]) -> None:
-    users = _users("u0", "u1", "u2")
-    assert factory().recommend(users, 5).equals(factory().recommend(users, 5))
+class RecommenderContract:
+    """The checks every :class:`models.base.Recommender` passes (LensKit's
+    ``BasicComponentTests``): a test class per model inherits them and says how to fit one."""
+
+    def make(self) -> Recommender:
+        raise NotImplementedError
+
+    def test_deterministic_with_seed_and_one_thread(self) -> None:
+        users = _users("u0", "u1", "u2")
+        assert self.make().recommend(users, 5).equals(self.make().recommend(users, 5))
+
+    def test_round_trips_through_save_and_load(self, tmp_path: Path) -> None:
+        model = self.make()
+        loaded = load_recommender(model.save(tmp_path / "m"))
+        assert type(loaded) is type(model)
+        users = _users("u0", "u1", "new_us")
+        assert loaded.recommend(users, 5).equals(model.recommend(users, 5))
+        assert loaded.similar_items(3).equals(model.similar_items(3))
+
+    def test_k_rows_per_user_ranks_one_to_k_no_duplicates_no_excluded(self) -> None:
+        inter = _data()[0]
+        users = _users("u0", "u1", "u7", "new_us", "stranger")
+        recs = self.make().recommend(users, 5, exclude=inter)
+        per_user = recs.group_by("user_id").agg(
+            pl.len(), pl.col("rank").sort(), pl.col("item_id").n_unique()
+        )
+        assert sorted(per_user["user_id"]) == sorted(users["user_id"])
+        assert per_user["len"].to_list() == [5] * users.height
+        assert all(r.to_list() == [1, 2, 3, 4, 5] for r in per_user["rank"])
+        assert per_user["item_id"].to_list() == [5] * users.height
+        seen = recs.join(inter, on=["user_id", "item_id"], how="inner")
+        assert seen.height == 0
+        assert set(recs["source"]) <= {"model", "cold_start", "popular"}
+
+    def test_allowed_items_restricts_the_lists(self) -> None:
+        allowed = pl.Series([f"i{i}" for i in range(10)])
+        recs = self.make().recommend(_users("u0", "u1"), 4, allowed_items=allowed)
+        assert set(recs["item_id"]) <= set(allowed)
+
+    def test_similar_items_k_per_item_never_itself_only_allowed(self) -> None:
+        allowed = pl.Series([f"i{i}" for i in range(5)])
+        similar = self.make().similar_items(2, allowed_items=allowed)
+        assert similar.columns == ["item_id", "rank", "similar_item_id", "score"]
+        assert similar.group_by("item_id").len()["len"].to_list() == [2] * N_ITEMS
+        assert (similar["item_id"] != similar["similar_item_id"]).all()
+        assert set(similar["similar_item_id"]) <= set(allowed)
+
+    def test_describes_one_flag_per_user_and_names_its_attributes(self) -> None:
+        model = self.make()
+        users = _users("u0", "new_us", "stranger")
+        assert model.describes(users).shape == (3,)
+        assert set(model.user_attributes()) <= {"country", "age_band", "device"}
 
 
-def test_round_trips_through_save_and_load(factory: Callable[[], Any], tmp_path: Path) -> None:
-    model = factory()
-    loaded = type(model).load(model.save(tmp_path / "m"))
-    users = _users("u0", "u1", "new_us")
-    assert loaded.recommend(users, 5).equals(model.recommend(users, 5))
+class TestLightFM(RecommenderContract):
+    def make(self) -> Recommender:
+        return _lightfm()
 
 
-def test_k_rows_per_user_ranks_one_to_k_no_duplicates_no_excluded(
-    factory: Callable[[], Any],
-) -> None:
-    inter = _data()[0]
-    users = _users("u0", "u1", "u7", "new_us", "stranger")
-    recs = factory().recommend(users, 5, exclude=inter)
-    per_user = recs.group_by("user_id").agg(
-        pl.len(), pl.col("rank").sort(), pl.col("item_id").n_unique()
-    )
-    assert sorted(per_user["user_id"]) == sorted(users["user_id"])
-    assert per_user["len"].to_list() == [5] * users.height
-    assert all(r.to_list() == [1, 2, 3, 4, 5] for r in per_user["rank"])
-    assert per_user["item_id"].to_list() == [5] * users.height
-    seen = recs.join(inter, on=["user_id", "item_id"], how="inner")
-    assert seen.height == 0
-    assert set(recs["source"]) <= {"model", "cold_start", "popular"}
+class TestPopularity(RecommenderContract):
+    def make(self) -> Recommender:
+        return _popularity()
 
 
-def test_allowed_items_restricts_the_lists(factory: Callable[[], Any]) -> None:
-    allowed = pl.Series([f"i{i}" for i in range(10)])
-    recs = factory().recommend(_users("u0", "u1"), 4, allowed_items=allowed)
-    assert set(recs["item_id"]) <= set(allowed)
+def test_popularity_ranks_by_distinct_users_ties_by_item_id() -> None:
+    inter = pl.DataFrame(
+        {"user_id": ["a", "b", "a", "c", "b"], "item_id": ["x", "x", "y", "z", "z"]}
+    ).with_columns(weight=pl.lit(1.0))
+    items = pl.DataFrame({"item_id": ["w", "x", "y", "z"]})
+    model = PopularityRecommender.fit(TrainingData(inter, pl.DataFrame(), items))
+    recs = model.recommend(pl.DataFrame({"user_id": ["a"]}), 4)
+    assert recs.select("rank", "item_id", "score").rows() == [
+        (1, "x", 2.0),
+        (2, "z", 2.0),
+        (3, "y", 1.0),
+        (4, "w", 0.0),
+    ]
 
 
 def test_unknown_users_get_cold_start_from_attributes() -> None:
@@ -135,7 +170,7 @@ def test_hybrid_model_beats_popularity_on_held_out_pairs() -> None:
     mask = rng.random(inter.height) < 0.2
     train, test = inter.filter(~pl.Series(mask)), inter.filter(pl.Series(mask))
     model = train_lightfm(training_matrices(train, users, items), PARAMS)
-    pop = PopularityRecommender.fit(train)
+    pop = PopularityRecommender.fit(TrainingData(train, users, items))
     test_users = users.filter(pl.col("user_id").is_in(test["user_id"].unique().implode()))
     p_model = ranking_metrics(model.recommend(test_users, 5, exclude=train), test, 5)
     p_pop = ranking_metrics(pop.recommend(test_users, 5, exclude=train), test, 5)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import mlflow
-from models.registry import Tracking, load_champion, log_training_run
+from pipelines.stores.tracking import Tracking, load_champion, log_training_run
 from tests.unit.test_recommender_contract import _lightfm
 
 

@@ -9,11 +9,16 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from flows.stages import Paths, extract, release_quarantine, validate
-from pipelines import lake
-from pipelines.sources import FileSource
+from pipelines.extract import extract
+from pipelines.release import release_quarantine
+from pipelines.sources.readers import FileSource
+from pipelines.stores import Stores as Paths
+from pipelines.stores import lake
+from pipelines.suites.events import ValidationThresholds
+from pipelines.validate import validate
 
 AT = datetime(2030, 1, 1, tzinfo=UTC)
+GATE = ValidationThresholds(max_quarantine_share=0.05, clock_skew_minutes=0)
 
 
 def _clean_ids(paths: Paths) -> list[str]:
@@ -29,13 +34,13 @@ def test_unknown_items_are_released_after_the_catalog_is_fixed(
     shutil.copytree(tiny_landing, tmp_path / "landing")
     paths = Paths(tmp_path / "landing", tmp_path / "lake", tmp_path / "wh.duckdb", "sqlite:///x")
     extract(paths, sources=[FileSource()], run_id="r1", ingested_at=AT)
-    report = validate(paths, run_id="v1", window_end=AT, max_quarantine_share=0.05, validated_at=AT)
+    report = validate(paths, run_id="v1", now=AT, thresholds=GATE)
     n_unknown = report.quarantined_by_reason["unknown_item"]
     n_duplicates = report.quarantined_by_reason["duplicate_event_id"]
     before = _clean_ids(paths)
 
     # Nothing fixed yet: nothing is released.
-    assert release_quarantine(paths, run_id="x0", window_end=AT, released_at=AT).rows_released == 0
+    assert release_quarantine(paths, run_id="x0", now=AT, thresholds=GATE).rows_released == 0
 
     # The fix: the missing items join the catalog, and the catalog is extracted again.
     con = duckdb.connect(str(paths.warehouse), read_only=True)
@@ -48,7 +53,7 @@ def test_unknown_items_are_released_after_the_catalog_is_fixed(
     pl.concat([items, extra], how="diagonal").write_csv(paths.landing / "items.csv")
     extract(paths, sources=[FileSource()], run_id="r2", ingested_at=AT)
 
-    released = release_quarantine(paths, run_id="x1", window_end=AT, released_at=AT)
+    released = release_quarantine(paths, run_id="x1", now=AT, thresholds=GATE)
     assert released.rows_released == n_unknown
     assert released.still_quarantined_by_reason["duplicate_event_id"] == n_duplicates
     after = _clean_ids(paths)
@@ -57,6 +62,6 @@ def test_unknown_items_are_released_after_the_catalog_is_fixed(
     assert all(u.split("/")[1].startswith("released-x1") for u in released.units)
 
     # Releasing again does nothing; a later validation keeps the released files.
-    assert release_quarantine(paths, run_id="x2", window_end=AT, released_at=AT).rows_released == 0
-    validate(paths, run_id="v2", window_end=AT, max_quarantine_share=0.05, validated_at=AT)
+    assert release_quarantine(paths, run_id="x2", now=AT, thresholds=GATE).rows_released == 0
+    validate(paths, run_id="v2", now=AT, thresholds=GATE)
     assert len(_clean_ids(paths)) == len(after)

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.sources import ColumnMapping, FileSource, read_event_file
+from pipelines.sources.readers import ColumnMapping, FileSource, read_event_file
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)
 ROWS = [
@@ -46,7 +46,7 @@ def _write(frame: pl.DataFrame, path: Path, fmt: str) -> Path:
 )
 def test_every_format_reads_to_the_same_events(tmp_path: Path, fmt: str, name: str) -> None:
     path = _write(pl.DataFrame(ROWS), tmp_path / name, fmt)
-    typed = read_event_file(path, FileSource(format=fmt), ingested_at=AT, run_id="r")  # type: ignore[arg-type]
+    typed = read_event_file(path, FileSource(format=fmt), ingested_at=AT, run_id="r")
     events = typed.events.to_pylist()
     assert [e["event_id"] for e in events] == ["e1", "e2"]
     assert events[0]["event_ts"] == datetime(2026, 10, 1, 10, tzinfo=UTC)

@@ -6,7 +6,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.validate import ROW_RULES, ValidationParams, validate_events
+from pipelines.suites.events import (
+    ROW_RULES,
+    ValidationParams,
+    ValidationThresholds,
+    validate_events,
+)
 from tests.factories import T0, event_rows, events_frame
 
 ITEMS = frozenset({"i1", "i2", "i3"})
@@ -14,8 +19,16 @@ ITEMS = frozenset({"i1", "i2", "i3"})
 
 def _params(share: float = 0.5) -> ValidationParams:
     return ValidationParams(
-        window_end=T0 + timedelta(days=30), known_items=ITEMS, max_quarantine_share=share
+        window_end=T0 + timedelta(days=30),
+        known_items=ITEMS,
+        thresholds=ValidationThresholds(max_quarantine_share=share),
     )
+
+
+def _with(params: ValidationParams, update: dict[str, object], **limits: float) -> ValidationParams:
+    """``params`` with some fields and some thresholds changed."""
+    thresholds = params.thresholds.model_copy(update=limits)
+    return params.model_copy(update={**update, "thresholds": thresholds})
 
 
 def _good(n: int) -> pl.DataFrame:
@@ -106,7 +119,7 @@ def test_passthrough_columns_reach_both_outputs_but_not_gx() -> None:
 def test_unknown_users_over_their_share_stop_the_run_without_quarantine() -> None:
     batch = _good(10)  # users u0..u9
     known = frozenset({"u0", "u1", "u2", "u3", "u4", "u5", "u6"})  # 30% unknown
-    params = _params().model_copy(update={"known_users": known, "max_unknown_user_share": 0.2})
+    params = _with(_params(), {"known_users": known}, max_unknown_user_share=0.2)
     result = validate_events(batch, params)
     assert not result.success
     assert any(
@@ -114,15 +127,13 @@ def test_unknown_users_over_their_share_stop_the_run_without_quarantine() -> Non
         for f in result.failures
     )
     assert result.quarantined.height == 0
-    ok = params.model_copy(update={"max_unknown_user_share": 0.4})
+    ok = _with(params, {}, max_unknown_user_share=0.4)
     assert validate_events(batch, ok).success
 
 
 def test_share_of_never_seen_users_is_gated_once_there_is_history() -> None:
     batch = _good(10)
-    params = _params().model_copy(
-        update={"seen_users": frozenset({"u0", "u1"}), "max_new_user_share": 0.5}
-    )
+    params = _with(_params(), {"seen_users": frozenset({"u0", "u1"})}, max_new_user_share=0.5)
     assert not validate_events(batch, params).success  # 80% of events by new users
     seen = frozenset(f"u{k}" for k in range(8))
     assert validate_events(batch, params.model_copy(update={"seen_users": seen})).success
@@ -147,7 +158,7 @@ def test_volume_drop_against_the_trailing_week(n_new_day: int, passes: bool) -> 
 
 
 def test_file_context_keeps_the_suite_and_builds_data_docs(tmp_path: Path) -> None:
-    from pipelines.validate import data_docs_index
+    from pipelines.suites.runner import data_docs_index
 
     result = validate_events(_defective("unknown_item"), _params(), gx_root=tmp_path)
     assert result.success

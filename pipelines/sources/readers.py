@@ -26,7 +26,7 @@ from features.contracts import EVENTS, C, conform, quarantine_rows
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .\-]*$")
 
 
-def _quote(identifier: str) -> str:
+def quote_identifier(identifier: str) -> str:
     """A column name as a quoted SQL identifier (names come from configuration, not data)."""
     if not _IDENT.match(identifier):
         raise ValueError(f"column name {identifier!r}: expected letters, digits, _ . - or space")
@@ -261,7 +261,7 @@ def _select_fields(mapping: ColumnMapping, ref: str, source_name: str) -> str:
     into an expression (``doc ->> '$.{}'`` for JSON, ``{}`` for tables)."""
     cols: dict[str, str] = {}
     for contract, column in mapping.source_columns().items():
-        cols[contract] = ref.format(_quote(column)) if column else "null"
+        cols[contract] = ref.format(quote_identifier(column)) if column else "null"
     if mapping.event_type is None:
         cols[C.event_type] = "$default_event_type"
     if mapping.event_id is None:

@@ -10,13 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from features.contracts import ContractError
-from pipelines.publish import (
-    ServingStore,
-    check_recommendations,
-    publish_recommendations,
-    read_recommendations,
-)
+from pipelines.stores.serving import ServingStore, publish_recommendations, read_recommendations
 
 AT = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 
@@ -137,35 +131,3 @@ def test_failed_publish_leaves_the_previous_version_serving(store: ServingStore)
 def test_reading_before_any_publish_says_what_to_run(store: ServingStore) -> None:
     with pytest.raises(LookupError, match="recs run nightly"):
         read_recommendations(store, "a")
-
-
-@pytest.mark.parametrize(
-    ("table", "message"),
-    [
-        (
-            pa.concat_tables([recs_table(["a"], 3), recs_table(["b"], 2)]),
-            "user 'b' has not exactly 3 rows",
-        ),
-        (
-            recs_table(["a"], 3).set_column(2, "item_id", pa.array(["i1", "i1", "i2"])),
-            "duplicate item",
-        ),
-        (
-            recs_table(["a"], 3).set_column(1, "rank", pa.array([1, 2, 4], pa.int32())),
-            "ranks other than 1..3",
-        ),
-        (
-            recs_table(["a"], 3).set_column(3, "score", pa.array([1.0, float("nan"), 0.0])),
-            "non-finite",
-        ),
-    ],
-    ids=["short", "duplicate", "ranks", "nan"],
-)
-def test_check_refuses_bad_lists(table: pa.Table, message: str) -> None:
-    with pytest.raises(ContractError, match=message):
-        check_recommendations(table, 3)
-
-
-def test_check_refuses_missing_users() -> None:
-    with pytest.raises(ContractError, match=r"1 user\(s\) missing, e.g. 'b'"):
-        check_recommendations(recs_table(["a"], 3), 3, expected_users=pl.Series(["a", "b"]))

@@ -1,4 +1,4 @@
-"""MLflow (the I/O edge of models): log a training run, register its model, and promote it by alias.
+"""Tracking (MLflow): log a training run, register its model, and promote it by alias.
 
 Registry stages are gone in MLflow 3; the serving model is the version with alias ``champion``.
 """
@@ -14,37 +14,37 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 import mlflow
-from models.lightfm_model import LightFMRecommender
+import models.pyfunc_entry
+from models.base import Recommender
 from models.pyfunc import ARTIFACT_KEY, RecommenderModel
 
-ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+ENTRY = Path(models.pyfunc_entry.__file__)
 """The models-from-code file MLflow logs and runs on load."""
 
 CHAMPION = "champion"
 
-_SIGNATURE = ModelSignature(
-    inputs=Schema(
-        [
-            ColSpec("string", "user_id"),
-            ColSpec("string", "country", required=False),
-            ColSpec("string", "age_band", required=False),
-            ColSpec("string", "device", required=False),
-        ]
-    ),
-    outputs=Schema(
-        [
-            ColSpec("string", "user_id"),
-            ColSpec("integer", "rank"),
-            ColSpec("string", "item_id"),
-            ColSpec("double", "score"),
-            ColSpec("string", "source"),
-        ]
-    ),
-    params=ParamSchema([ParamSpec("k", "long", 10)]),
-)
+
+def model_signature(recommender: Recommender) -> ModelSignature:
+    """Input: ``user_id`` plus every user attribute the model reads (optional strings), so MLflow
+    passes them through to the model; output: the recommendation rows."""
+    inputs: list[ColSpec | TensorSpec] = [ColSpec("string", "user_id")]
+    inputs += [ColSpec("string", name, required=False) for name in recommender.user_attributes()]
+    return ModelSignature(
+        inputs=Schema(inputs),
+        outputs=Schema(
+            [
+                ColSpec("string", "user_id"),
+                ColSpec("integer", "rank"),
+                ColSpec("string", "item_id"),
+                ColSpec("double", "score"),
+                ColSpec("string", "source"),
+            ]
+        ),
+        params=ParamSchema([ParamSpec("k", "long", 10)]),
+    )
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Champion:
 
     version: str
     run_id: str
-    recommender: LightFMRecommender
+    recommender: Recommender
 
 
 def load_champion(tracking: Tracking) -> Champion | None:
@@ -107,7 +107,7 @@ class LoggedModel:
 
 def log_training_run(
     tracking: Tracking,
-    recommender: LightFMRecommender,
+    recommender: Recommender,
     *,
     run_name: str,
     params: dict[str, Any],
@@ -130,7 +130,7 @@ def log_training_run(
                 name="model",
                 python_model=str(ENTRY),
                 artifacts={ARTIFACT_KEY: str(path)},
-                signature=_SIGNATURE,
+                signature=model_signature(recommender),
                 # Explicit requirements: inferring them starts a subprocess and takes seconds.
                 pip_requirements=["lightfm-next", "numpy", "pandas", "polars", "mlflow"],
                 registered_model_name=tracking.model_name,

@@ -15,7 +15,7 @@ from typing import Final
 import polars as pl
 
 from features.contracts import C
-from pipelines.sources import FileSource, read_event_file
+from pipelines.sources.readers import FileSource, read_event_file
 
 # MovieLens 1M codes (README of ML-1M); ML-100K ages are binned into the same bands.
 ML1M_AGES: Final = {1: "Under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49",

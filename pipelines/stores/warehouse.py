@@ -1,0 +1,131 @@
+"""The analysts' warehouse (DuckDB file): append-only history tables and rebuilt feature tables.
+
+DuckDB allows one writing process per file; every function here opens the file, writes and closes,
+so a flow never holds it between stages. Every SQL statement on the warehouse lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+
+@contextmanager
+def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the warehouse file in UTC, closed on exit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
+def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Append ``rows`` to ``table``, creating it with their schema if it does not exist."""
+    con.register("_rows", rows)
+    try:
+        con.execute(f'create table if not exists "{table}" as select * from _rows limit 0')
+        con.execute(f'insert into "{table}" by name select * from _rows')
+    finally:
+        con.unregister("_rows")
+
+
+def replace(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Replace ``table`` with ``rows`` in one statement."""
+    con.register("_rows", rows)
+    try:
+        con.execute(f'create or replace table "{table}" as select * from _rows')
+    finally:
+        con.unregister("_rows")
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether ``table`` exists in the main schema."""
+    # fetchall: DuckDB 2.0 keeps a result open (and the connection busy) after fetchone.
+    rows = con.execute(
+        "select count(*) from information_schema.tables where table_name = ?", [table]
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def read_tables(path: Path, *names: str) -> list[pl.DataFrame]:
+    """Whole tables as Polars frames, from one read-only connection.
+
+    Raises:
+        FileNotFoundError: naming the warehouse and the missing table.
+    """
+    with connect(path, read_only=True) as con:
+        frames = []
+        for name in names:
+            if not table_exists(con, name):
+                raise FileNotFoundError(f"{path}: no table {name!r}; run `recs run features` first")
+            frame = pl.from_arrow(con.sql(f'select * from "{name}"').to_arrow_table())
+            assert isinstance(frame, pl.DataFrame)
+            frames.append(frame)
+    return frames
+
+
+def extracted_checksums(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], str]:
+    """(source, file) -> checksum of its latest extraction."""
+    if not table_exists(con, "extractions"):
+        return {}
+    rows = con.execute(
+        "select source, file, arg_max(checksum, extracted_at) from extractions "
+        "where checksum is not null group by all"
+    ).fetchall()
+    return {(str(s), str(f)): str(c) for s, f, c in rows}
+
+
+def watermarks(con: duckdb.DuckDBPyConnection) -> dict[str, datetime]:
+    """Database source -> the high watermark of its last incremental (non-backfill) read."""
+    if not table_exists(con, "extractions"):
+        return {}
+    rows = con.execute(
+        "select source, max(watermark_high) from extractions "
+        "where not backfill and watermark_high is not null group by source"
+    ).fetchall()
+    return {str(s): w for s, w in rows}
+
+
+def quarantine_summary(path: Path) -> pa.Table | None:
+    """Quarantined records by stage and reason (None when nothing was ever quarantined)."""
+    with connect(path, read_only=True) as con:
+        if not table_exists(con, "quarantine"):
+            return None
+        return con.sql(
+            "select stage, reason, count(*) as n, max(quarantined_at) as last_seen, "
+            "any_value(source) as example_source from quarantine "
+            "group by stage, reason order by n desc"
+        ).to_arrow_table()
+
+
+def releasable_quarantine(path: Path) -> pl.DataFrame:
+    """Distinct rows validation quarantined and no release has let out yet: ``raw_md5, reason,
+    raw``."""
+    with connect(path) as con:
+        if not table_exists(con, "quarantine"):
+            return pl.DataFrame(
+                schema={"raw_md5": pl.String, "reason": pl.String, "raw": pl.String}
+            )
+        released_before = (
+            "anti join quarantine_releases using (raw_md5)"
+            if table_exists(con, "quarantine_releases")
+            else ""
+        )
+        return pl.DataFrame(
+            con.sql(
+                f"""
+                select distinct md5(raw) as raw_md5, reason, raw
+                from (select *, md5(raw) as raw_md5 from quarantine where stage = 'validate')
+                {released_before}
+                """
+            ).to_arrow_table()
+        )

@@ -1,0 +1,377 @@
+"""The events suite: Great Expectations gates each batch of new events; the same rules split
+its rows.
+
+Each :class:`RowRule` is defined once and used twice: as a Polars predicate that names the reason
+a row is quarantined, and as GX expectations (``mostly = 1 - max_quarantine_share``) that decide
+whether the batch as a whole may pass. GX runs in SUMMARY mode on pandas with nanosecond
+timestamps (see DESIGN.md: microsecond timestamps make GX ~70x slower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import great_expectations as gx
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.contracts import EVENT_TYPES, EVENTS, C
+from pipelines.suites.runner import ExpectationOutcome, describe, run_expectations
+
+
+class ValidationThresholds(BaseModel):
+    """How much a batch may deviate before the gate stops it: defined here and nowhere else
+    (the settings carry one of these as ``RECS_VALIDATION__<NAME>``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_quarantine_share: float = Field(
+        0.01, ge=0, le=1, description="fail above this share of quarantined rows"
+    )
+    max_unknown_user_share: float = Field(
+        0.2, ge=0, le=1, description="fail above this share of events by users not in the catalog"
+    )
+    max_new_user_share: float = Field(
+        0.5, ge=0, le=1, description="... by users never seen in the clean lake"
+    )
+    max_new_item_share: float = Field(
+        0.5, ge=0, le=1, description="... on items never seen in the clean lake"
+    )
+    min_volume_ratio: float = Field(
+        0.5, ge=0, description="a new day needs this share of the trailing 7-day daily volume"
+    )
+    clock_skew_minutes: int = Field(
+        10, ge=0, description="how far past now an event timestamp may be"
+    )
+
+
+class ValidationParams(BaseModel):
+    """What a batch is checked against: the window, the reference sets, the thresholds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    window_end: datetime = Field(description="No event may be later than this (UTC)")
+    known_items: frozenset[str]
+    known_users: frozenset[str] | None = Field(None, description="user catalog (None: unchecked)")
+    seen_users: frozenset[str] | None = Field(None, description="users in clean history")
+    seen_items: frozenset[str] | None = Field(None, description="items in clean history")
+    trailing_daily_volume: float | None = Field(
+        None, description="mean events per day over the 7 days before the batch (None: no history)"
+    )
+    event_types: tuple[str, ...] = EVENT_TYPES
+    rating_range: tuple[float, float] = (1.0, 5.0)
+    thresholds: ValidationThresholds = ValidationThresholds()
+
+
+def _blank(column: str) -> pl.Expr:
+    # Extraction turns blank ids into nulls; the strip keeps the rule right for any input.
+    return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+
+
+Mostly = Callable[[str], float]
+"""``mostly`` for an expectation on a column: GX counts a column map expectation over the
+column's non-null values, the row split over all rows; see :func:`events_suite`."""
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """One reason a row is quarantined: its Polars predicate and its GX expectations."""
+
+    reason: str
+    violated: Callable[[ValidationParams], pl.Expr]
+    expectations: Callable[[ValidationParams, Mostly], list[gx.expectations.Expectation]]
+
+
+def _not_blank(
+    column: str,
+) -> Callable[[ValidationParams, Mostly], list[gx.expectations.Expectation]]:
+    # Extraction trims ids and turns blank ones into nulls, so not-null is the whole check in
+    # GX; a regex expectation over millions of ids would cost seconds for nothing.
+    def build(_: ValidationParams, mostly: Mostly) -> list[gx.expectations.Expectation]:
+        return [gx.expectations.ExpectColumnValuesToNotBeNull(column=column, mostly=mostly(""))]
+
+    return build
+
+
+ROW_RULES: tuple[RowRule, ...] = (
+    RowRule("missing_user_id", lambda p: _blank(C.user_id), _not_blank(C.user_id)),
+    RowRule("missing_item_id", lambda p: _blank(C.item_id), _not_blank(C.item_id)),
+    RowRule(
+        "unknown_event_type",
+        lambda p: ~pl.col(C.event_type).is_in(list(p.event_types)).fill_null(False),
+        lambda p, mostly: [
+            gx.expectations.ExpectColumnValuesToNotBeNull(column=C.event_type, mostly=mostly("")),
+            gx.expectations.ExpectColumnValuesToBeInSet(
+                column=C.event_type, value_set=list(p.event_types), mostly=mostly(C.event_type)
+            ),
+        ],
+    ),
+    RowRule(
+        "future_timestamp",
+        lambda p: pl.col(C.event_ts) > p.window_end,
+        lambda p, mostly: [
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=C.event_ts, max_value=pd.Timestamp(p.window_end), mostly=mostly(C.event_ts)
+            )
+        ],
+    ),
+    RowRule(
+        "negative_value",
+        lambda p: (pl.col(C.value) < 0).fill_null(False),
+        lambda p, mostly: [
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=C.value, min_value=0, mostly=mostly(C.value)
+            )
+        ],
+    ),
+    RowRule(
+        "rating_out_of_range",
+        lambda p: (
+            (pl.col(C.event_type) == "rating")
+            & (pl.col(C.value).is_null() | ~pl.col(C.value).is_between(*p.rating_range))
+        ),
+        lambda p, mostly: [
+            gx.expectations.ExpectColumnValuesToNotBeNull(
+                column=C.value,
+                row_condition='event_type=="rating"',
+                condition_parser="pandas",
+                mostly=mostly("rating"),
+            ),
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=C.value,
+                min_value=p.rating_range[0],
+                max_value=p.rating_range[1],
+                row_condition='event_type=="rating"',
+                condition_parser="pandas",
+                mostly=mostly("rating_value"),
+            ),
+        ],
+    ),
+    RowRule(
+        "unknown_item",
+        lambda p: ~pl.col(ITEM_IN_CATALOG),
+        lambda p, mostly: [
+            gx.expectations.ExpectColumnValuesToBeInSet(
+                column=ITEM_IN_CATALOG, value_set=[True], mostly=mostly("")
+            )
+        ],
+    ),
+    RowRule(
+        "duplicate_event_id",
+        # The first occurrence in ingestion order is kept; later copies are quarantined.
+        lambda p: pl.col(C.event_id).is_first_distinct().not_(),
+        lambda p, mostly: [
+            gx.expectations.ExpectColumnValuesToBeUnique(
+                column=C.event_id, mostly=mostly(C.event_id)
+            )
+        ],
+    ),
+)
+
+
+def events_suite(
+    params: ValidationParams, non_null_share: Mapping[str, float] | None = None
+) -> gx.ExpectationSuite:
+    """The GX suite for a batch of new events: schema, non-empty, and every row rule.
+
+    Every row rule may break on at most ``max_quarantine_share`` of the batch's rows. GX measures
+    a column expectation's ``mostly`` over the column's non-null values, so the threshold is
+    rescaled by the column's non-null share (``non_null_share``; 1 when not given): a rule on the
+    mostly-null ``value`` column then fails at the same number of rows as the row split.
+    """
+    shares = non_null_share or {}
+
+    def mostly(column: str) -> float:
+        present = shares.get(column, 1.0) if column else 1.0
+        if present <= 0:
+            return 0.0
+        return max(0.0, 1.0 - params.thresholds.max_quarantine_share / present)
+
+    suite = gx.ExpectationSuite(name="new_events")
+    flags = [flag for flag, _, _ in _reference_sets(params)]
+    suite.add_expectation(
+        gx.expectations.ExpectTableColumnsToMatchSet(column_set=[*EVENTS.names, *flags])
+    )
+    suite.add_expectation(gx.expectations.ExpectTableRowCountToBeBetween(min_value=1))
+    for rule in ROW_RULES:
+        for expectation in rule.expectations(params, mostly):
+            suite.add_expectation(expectation)
+    # Batch-level shares: they stop a run but quarantine nothing (such events are valid).
+    batch_level = (
+        (USER_IN_CATALOG, params.known_users, params.thresholds.max_unknown_user_share),
+        (USER_SEEN_BEFORE, params.seen_users, params.thresholds.max_new_user_share),
+        (ITEM_SEEN_BEFORE, params.seen_items, params.thresholds.max_new_item_share),
+    )
+    for flag, known, max_share in batch_level:
+        if known is not None:
+            suite.add_expectation(
+                gx.expectations.ExpectColumnValuesToBeInSet(
+                    column=flag, value_set=[True], mostly=1.0 - max_share
+                )
+            )
+    return suite
+
+
+# Membership in large reference sets (catalogs, history) is computed once per batch by a Polars
+# join into these boolean columns, which the row rules and GX then both read. Handing GX the sets
+# themselves (value_set of 50k ids) costs ~15 s per 6M-row validation in its config handling.
+ITEM_IN_CATALOG = "_item_in_catalog"
+USER_IN_CATALOG = "_user_in_catalog"
+USER_SEEN_BEFORE = "_user_seen_before"
+ITEM_SEEN_BEFORE = "_item_seen_before"
+
+
+def _reference_sets(params: ValidationParams) -> list[tuple[str, str, frozenset[str]]]:
+    """(flag column, id column, reference set) for each set ``params`` carries."""
+    sets = (
+        (ITEM_IN_CATALOG, C.item_id, params.known_items),
+        (USER_IN_CATALOG, C.user_id, params.known_users),
+        (USER_SEEN_BEFORE, C.user_id, params.seen_users),
+        (ITEM_SEEN_BEFORE, C.item_id, params.seen_items),
+    )
+    return [(flag, column, values) for flag, column, values in sets if values is not None]
+
+
+def membership_flags(frame: pl.DataFrame, params: ValidationParams) -> pl.DataFrame:
+    """The batch with one boolean membership column per reference set. A null id counts as a
+    member: its own rule (not-null) reports it."""
+    return frame.with_columns(
+        pl.col(column).is_in(pl.Series(sorted(values), dtype=pl.String).implode()).fill_null(True)
+        .alias(flag)
+        for flag, column, values in _reference_sets(params)
+        if column in frame.columns
+    )  # fmt: skip
+
+
+def daily_volume_suite(params: ValidationParams) -> gx.ExpectationSuite:
+    """On one row per new event date of the batch (``n_events``): each day holds at least
+    ``min_volume_ratio`` of the trailing daily volume."""
+    assert params.trailing_daily_volume is not None
+    suite = gx.ExpectationSuite(name="daily_volume")
+    suite.add_expectation(
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column="n_events",
+            min_value=params.thresholds.min_volume_ratio * params.trailing_daily_volume,
+        )
+    )
+    return suite
+
+
+def new_day_volumes(batch: pl.DataFrame, history_dates: frozenset[date]) -> pl.DataFrame:
+    """One row per event date of ``batch`` not already in the clean history: its event count.
+    Dates already in history only receive late events, which say nothing about volume."""
+    days = batch.group_by(pl.col(C.event_ts).dt.date().alias("day")).agg(pl.len().alias("n_events"))
+    return days.filter(~pl.col("day").is_in(sorted(history_dates))).sort("day")
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """The gate's verdict and the row split of one batch."""
+
+    clean: pl.DataFrame
+    quarantined: pl.DataFrame  # the batch's columns plus `reason`
+    outcomes: list[ExpectationOutcome]
+    quarantine_share: float
+    max_quarantine_share: float
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return not self.failures
+
+    def counts_by_reason(self) -> dict[str, int]:
+        rows = self.quarantined.group_by(C.reason).len().sort(C.reason).iter_rows()
+        return {str(reason): int(n) for reason, n in rows}
+
+
+def split_rows(batch: pl.DataFrame, params: ValidationParams) -> pl.DataFrame:
+    """Add a ``reason`` column: the first rule a row breaks, or null for a clean row."""
+    reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    for rule in reversed(ROW_RULES):
+        reason = pl.when(rule.violated(params)).then(pl.lit(rule.reason)).otherwise(reason)
+    return batch.with_columns(reason.alias(C.reason))
+
+
+def to_gx_frame(batch: pl.DataFrame) -> pd.DataFrame:
+    """Pandas copy for GX: timestamps as datetime64[ns, UTC]."""
+    frame = batch.to_pandas()
+    for column in (C.event_ts, C.ingested_at):
+        if column in frame:
+            frame[column] = frame[column].astype("datetime64[ns, UTC]")
+    return frame
+
+
+def _shares(frame: pl.DataFrame) -> dict[str, float]:
+    """Share of rows each expectation's ``mostly`` applies to (see :func:`events_suite`)."""
+    if not frame.height:
+        return {}
+    shares = {c: 1.0 - frame[c].null_count() / frame.height for c in frame.columns}
+    if C.event_type in frame.columns and C.value in frame.columns:
+        rating = frame[C.event_type] == "rating"
+        shares["rating"] = float(rating.sum()) / frame.height
+        shares["rating_value"] = float((rating & frame[C.value].is_not_null()).sum()) / frame.height
+    return shares
+
+
+def validate_events(
+    batch: pa.Table | pl.DataFrame,
+    params: ValidationParams,
+    passthrough: Sequence[str] = (),
+    history_dates: frozenset[date] | None = None,
+    gx_root: Path | None = None,
+) -> ValidationResult:
+    """Gate a batch of new events with GX and split it into clean and quarantined rows.
+
+    Clean + quarantined always equals the batch. ``passthrough`` columns (bookkeeping such as the
+    lake part a row came from) are carried into both outputs but not shown to GX. The result
+    fails (``success`` is False, with ``failures`` naming each cause) when a table-level
+    expectation fails, a row rule exceeds its ``mostly``, or the quarantined share exceeds
+    ``max_quarantine_share``.
+
+    ``history_dates`` are the event dates already in the clean lake; with
+    ``params.trailing_daily_volume`` they enable the daily volume check on the batch's new dates.
+    """
+    frame = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    flagged = membership_flags(frame, params)
+    flags = [c for c in flagged.columns if c not in frame.columns]
+    shown = flagged.drop(passthrough)
+    outcomes = run_expectations(
+        to_gx_frame(shown), lambda: events_suite(params, _shares(shown)), gx_root
+    )
+    if params.trailing_daily_volume and history_dates is not None and C.event_ts in shown.columns:
+        volumes = new_day_volumes(shown, history_dates)
+        if volumes.height:
+            outcomes += run_expectations(
+                volumes.to_pandas(), lambda: daily_volume_suite(params), gx_root
+            )
+    failures = [describe(o) for o in outcomes if not o.success]
+    schema_ok = set(EVENTS.names) <= set(frame.columns)
+    if schema_ok:
+        labelled = split_rows(flagged, params).drop(flags)
+        quarantined = labelled.filter(pl.col(C.reason).is_not_null())
+        clean = labelled.filter(pl.col(C.reason).is_null()).drop(C.reason)
+    else:
+        # A schema change quarantines nothing row by row: the whole batch is refused.
+        quarantined = frame.with_columns(pl.lit("schema_mismatch").alias(C.reason))
+        clean = frame.clear()
+    share = quarantined.height / frame.height if frame.height else 0.0
+    if share > params.thresholds.max_quarantine_share:
+        failures.append(
+            f"quarantined share {share:.2%} exceeds max_quarantine_share "
+            f"{params.thresholds.max_quarantine_share:.2%} "
+            f"({quarantined.height} of {frame.height} rows)"
+        )
+    return ValidationResult(
+        clean=clean,
+        quarantined=quarantined,
+        outcomes=outcomes,
+        quarantine_share=share,
+        max_quarantine_share=params.thresholds.max_quarantine_share,
+        failures=failures,
+    )

@@ -1,0 +1,177 @@
+"""The stages as plain functions, without Prefect: extract -> validate -> features -> train ->
+score -> publish on the ``tiny`` preset, against real DuckDB, GX, LightFM, MLflow and SQLite
+(Kedro's "whole pipeline in memory" test, one assertion group per stage)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from features.contracts import ContractError
+from models.base import TrainingData
+from models.baselines import PopularityParams
+from models.lightfm_model import LightFMRecommender
+from models.params import LightFMParams
+from pipelines.extract import extract
+from pipelines.features import FeaturesReport, build_features, default_as_of
+from pipelines.publish import publish
+from pipelines.score import ScoreReport, score
+from pipelines.sources.importers import import_movielens
+from pipelines.sources.readers import FileSource
+from pipelines.stores import Stores, warehouse
+from pipelines.stores.tracking import Tracking, log_training_run
+from pipelines.suites.events import ValidationThresholds
+from pipelines.train import TrainReport, train
+from pipelines.validate import validate
+
+AT = datetime(2030, 1, 1, tzinfo=UTC)
+K = 5
+PARAMS = LightFMParams(num_threads=1)
+POPULARITY = PopularityParams()
+
+
+@dataclass(frozen=True)
+class World:
+    stores: Stores
+    tracking: Tracking
+
+
+def _world(root: Path, landing: Path) -> World:
+    shutil.copytree(landing, root / "landing")
+    stores = Stores(
+        root / "landing", root / "lake", root / "wh.duckdb", f"sqlite:///{root / 'serving.db'}"
+    )
+    tracking = Tracking(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", "exp", "recs")
+    return World(stores, tracking)
+
+
+def _prepare(world: World) -> FeaturesReport:
+    extract(world.stores, sources=[FileSource()], run_id="r", ingested_at=AT)
+    validate(world.stores, run_id="r", now=AT, thresholds=ValidationThresholds())
+    as_of = default_as_of(world.stores, 4)
+    return build_features(
+        world.stores, as_of=as_of, holdout_days=4, top_k=K, popularity=POPULARITY
+    )
+
+
+def _score(world: World, as_of: datetime, run_id: str) -> ScoreReport:
+    return score(
+        world.stores, world.tracking, k=K, popularity=POPULARITY, run_id=run_id, as_of=as_of,
+        seen_before=as_of, generated_at=AT, ttl=timedelta(hours=1), num_threads=1,
+    )  # fmt: skip
+
+
+def _train(world: World, as_of: datetime) -> TrainReport:
+    return train(
+        world.stores, world.tracking, params=PARAMS, popularity=POPULARITY, k=K, run_id="t",
+        as_of=as_of,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, tiny_landing: Path) -> World:
+    return _world(tmp_path_factory.mktemp("stages"), tiny_landing)
+
+
+@pytest.fixture(scope="module")
+def features(world: World) -> FeaturesReport:
+    return _prepare(world)
+
+
+def test_score_without_a_champion_serves_popularity_to_everyone(
+    world: World, features: FeaturesReport
+) -> None:
+    report = _score(world, features.as_of, "before-training")
+    assert report.model_version == "popularity"
+    assert report.rows_by_source == {"popular": K * report.n_users}
+    assert report.similar_items is None
+
+
+@pytest.fixture(scope="module")
+def trained(world: World, features: FeaturesReport) -> TrainReport:
+    return _train(world, features.as_of)
+
+
+def test_train_registers_and_promotes_a_model_that_beats_popularity(
+    trained: TrainReport,
+) -> None:
+    report = trained
+    assert report.model_version == "1"
+    assert report.metrics["model_n_users"] > 0
+    assert {"model_precision_at_5", "baseline_precision_at_5"} <= report.metrics.keys()
+    run = mlflow.get_run(report.mlflow_run_id)
+    assert run.data.tags["decision"] == report.decision
+    assert run.data.params["popularity_window_days"] == "14"
+    assert report.metrics["model_precision_at_5"] > report.metrics["baseline_precision_at_5"]
+    assert report.promoted, report.decision
+
+
+def test_score_and_publish_with_the_champion(
+    world: World, features: FeaturesReport, trained: TrainReport
+) -> None:
+    assert trained.promoted, trained.decision
+    report = _score(world, features.as_of, "with-champion")
+    assert report.model_version != "popularity"
+    assert sum(report.rows_by_source.values()) == K * report.n_users
+    assert report.similar_items is not None
+    published = publish(world.stores, recommendations=report.path, clock=lambda: AT)
+    assert (published.n_users, published.n_rows) == (report.n_users, K * report.n_users)
+    assert published.model_version == report.model_version
+    path = Path(world.stores.serving_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(path) as db:
+        (rows,) = db.execute("select count(*) from recommendations").fetchone()
+        (similar,) = db.execute("select count(*) from similar_items").fetchone()
+    assert rows == K * report.n_users
+    assert similar > 0
+
+
+def test_publish_refuses_lists_changed_after_validation(
+    world: World, features: FeaturesReport, tmp_path: Path
+) -> None:
+    report = _score(world, features.as_of, "to-tamper")
+    table = pq.read_table(report.path)
+    tampered = tmp_path / "run_id=x" / "recommendations.parquet"
+    tampered.parent.mkdir()
+    pq.write_table(table.slice(1), tampered)  # metadata kept, one row gone
+    with pytest.raises(ContractError, match="changed since scoring"):
+        publish(world.stores, recommendations=tampered, clock=lambda: AT)
+    pq.write_table(table.replace_schema_metadata(None), tampered)
+    with pytest.raises(ContractError, match="never validated"):
+        publish(world.stores, recommendations=tampered, clock=lambda: AT)
+
+
+@pytest.mark.slow
+def test_champion_from_movielens_reads_its_own_attributes_for_new_users(
+    tmp_path: Path, ml100k: Path
+) -> None:
+    """The MLflow signature comes from the model: a MovieLens champion loaded by any MLflow
+    client sees ``gender`` and ``occupation`` of a user it never saw, and lists differ by them."""
+    import_movielens(ml100k, tmp_path / "ml-landing")
+    world = _world(tmp_path / "w", tmp_path / "ml-landing")
+    features = _prepare(world)
+    interactions, users, items = warehouse.read_tables(
+        world.stores.warehouse, "interactions", "user_features", "item_features"
+    )
+    data = TrainingData(interactions, users, items, features.as_of)
+    fitted = LightFMRecommender.fit(data, LightFMParams(epochs=10, num_threads=1))
+    log_training_run(
+        world.tracking, fitted, run_name="ml", params={}, metrics={}, tags={}, promote=True
+    )
+    model = mlflow.pyfunc.load_model("models:/recs@champion")
+    inputs = {spec.name for spec in model.metadata.get_input_schema().inputs}
+    assert {"user_id", "gender", "occupation"} <= inputs
+    users = pd.DataFrame(
+        {"user_id": ["new-a", "new-b"], "gender": ["F", "M"], "occupation": ["artist", "engineer"]}
+    )
+    out = model.predict(users, params={"k": 10})
+    lists = out.groupby("user_id")["item_id"].apply(list).to_dict()
+    assert set(out["source"]) == {"cold_start"}
+    assert lists["new-a"] != lists["new-b"]
