@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 
-import mlflow
 from pipelines.stores.tracking import Tracking, load_champion, log_training_run
 from tests.unit.test_recommender_contract import _lightfm
 

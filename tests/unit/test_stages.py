@@ -57,9 +57,7 @@ def _prepare(world: World) -> FeaturesReport:
     extract(world.stores, sources=[FileSource()], run_id="r", ingested_at=AT)
     validate(world.stores, run_id="r", now=AT, thresholds=ValidationThresholds())
     as_of = default_as_of(world.stores, 4)
-    return build_features(
-        world.stores, as_of=as_of, holdout_days=4, top_k=K, popularity=POPULARITY
-    )
+    return build_features(world.stores, as_of=as_of, holdout_days=4, top_k=K, popularity=POPULARITY)
 
 
 def _score(world: World, as_of: datetime, run_id: str) -> ScoreReport:
@@ -168,10 +166,10 @@ def test_champion_from_movielens_reads_its_own_attributes_for_new_users(
     model = mlflow.pyfunc.load_model("models:/recs@champion")
     inputs = {spec.name for spec in model.metadata.get_input_schema().inputs}
     assert {"user_id", "gender", "occupation"} <= inputs
-    users = pd.DataFrame(
+    new = pd.DataFrame(
         {"user_id": ["new-a", "new-b"], "gender": ["F", "M"], "occupation": ["artist", "engineer"]}
     )
-    out = model.predict(users, params={"k": 10})
+    out = model.predict(new, params={"k": 10})
     lists = out.groupby("user_id")["item_id"].apply(list).to_dict()
     assert set(out["source"]) == {"cold_start"}
     assert lists["new-a"] != lists["new-b"]
