@@ -78,7 +78,8 @@ def feature_matrix(tokens: pl.DataFrame, n_rows: int, vocabulary: pl.Series) -> 
     """Rows normalised to sum 1 (as ``lightfm.data.Dataset(normalize=True)``); tokens outside
     ``vocabulary`` are ignored."""
     vocab = pl.DataFrame({"token": vocabulary}).with_row_index("col")
-    coded = tokens.join(vocab, on="token", how="inner")
+    # Sorted: Polars joins do not keep row order, and LightFM sums features in stored order.
+    coded = tokens.join(vocab, on="token", how="inner").sort("row", "col")
     rows = coded["row"].to_numpy().astype(np.int32)
     cols = coded["col"].to_numpy().astype(np.int32)
     counts = np.bincount(rows, minlength=n_rows).astype(np.float32)
@@ -119,7 +120,9 @@ def training_matrices(
     """
     user_ids = user_features[C.user_id]
     item_ids = item_features[C.item_id]
-    coded = pair_indices(interactions, user_ids, item_ids)
+    # Sorted by position: Polars joins do not keep row order, and LightFM visits the pairs in
+    # stored order (shuffled by its seed), so an unsorted matrix makes training irreproducible.
+    coded = pair_indices(interactions, user_ids, item_ids).sort("u", "i")
     u = coded["u"].to_numpy().astype(np.int32)
     i = coded["i"].to_numpy().astype(np.int32)
     shape = (user_ids.len(), item_ids.len())

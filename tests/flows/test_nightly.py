@@ -27,14 +27,27 @@ def env(tmp_path_factory: pytest.TempPathFactory, tiny_landing: Path) -> dict[st
     }
 
 
+SETTINGS_BUILT: list[int] = []
+
+
 @pytest.fixture(scope="module")
 def first_run(env: dict[str, str], prefect_harness: None) -> dict[str, Any]:
+    import flows.nightly
+    from flows.settings import Settings
+
+    def counted() -> Settings:
+        SETTINGS_BUILT.append(1)
+        return Settings()
+
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        from flows.nightly import nightly_flow
+        mp.setattr(flows.nightly, "Settings", counted)
+        return flows.nightly.nightly_flow()
 
-        return nightly_flow()
+
+def test_settings_are_read_once_per_nightly_run(first_run: dict[str, Any]) -> None:
+    assert len(SETTINGS_BUILT) == 1
 
 
 def _serving(env: dict[str, str]) -> sqlite3.Connection:

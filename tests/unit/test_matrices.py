@@ -35,3 +35,26 @@ def test_training_matrices_align_ids_and_weights() -> None:
     assert m.user_features.shape == (3, m.user_vocabulary.len())
     coded = pair_indices(inter, m.user_ids, m.item_ids)
     assert coded.height == 2  # the unknown user is dropped
+
+
+def test_training_matrices_do_not_depend_on_input_row_order() -> None:
+    """LightFM visits pairs in stored order: the same rows in another order must give the same
+    matrices, or a rerun on the same data trains another model."""
+    users = pl.DataFrame(
+        {"user_id": [f"u{k}" for k in range(5)], "country": ["US", "DE"] * 2 + ["US"]}
+    )
+    items = pl.DataFrame(
+        {"item_id": [f"i{k}" for k in range(4)], "tags": [["a"], ["b"], [], ["a"]]}
+    )
+    inter = pl.DataFrame({"user_id": ["u3", "u0", "u1", "u0", "u4"],
+                          "item_id": ["i1", "i3", "i2", "i0", "i1"],
+                          "weight": [1.0, 2.0, 3.0, 4.0, 5.0]})  # fmt: skip
+    a = training_matrices(inter, users, items)
+    b = training_matrices(inter.reverse(), users, items)
+    for name in ("interactions", "weights"):
+        ma, mb = getattr(a, name), getattr(b, name)
+        assert ma.row.tolist() == mb.row.tolist()
+        assert ma.col.tolist() == mb.col.tolist()
+        assert ma.data.tolist() == mb.data.tolist()
+    assert a.interactions.row.tolist() == [0, 0, 1, 3, 4]
+    assert (a.user_features != b.user_features).nnz == 0
