@@ -28,10 +28,12 @@ def _rss_mb() -> float:
 
 
 def _stage(name: str, preset: str, root: str, queue: Any) -> None:
+    from features.signal import SignalParams
     from models.baselines import PopularityParams
     from models.params import LightFMParams
+    from models.policy import GateParams
     from pipelines.extract import extract
-    from pipelines.features import build_features, default_as_of
+    from pipelines.features import build_features
     from pipelines.publish import publish
     from pipelines.score import score
     from pipelines.sources.readers import FileSource
@@ -55,6 +57,8 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
         f"sqlite:///{base / 'mlflow.db'}", base / "artifacts", "bench", "bench-lightfm"
     )
     now = datetime.now(UTC)
+    # One as_of for every stage (each runs in its own process): midnight, after yesterday's data.
+    as_of = now.replace(hour=0, minute=0, second=0, microsecond=0)
     before = _rss_mb()
     start = time.perf_counter()
     rows: int | str = ""
@@ -69,22 +73,22 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
         rows = validate(paths, run_id="bench", now=now, thresholds=ValidationThresholds()).rows_in
     elif name == "features":
         report = build_features(
-            paths, as_of=default_as_of(paths, 7), holdout_days=7, top_k=10,
+            paths, as_of=as_of, holdout_days=7, top_k=10, signal=SignalParams(),
             popularity=PopularityParams(),
         )  # fmt: skip
         rows = report.rows["interactions"]
     elif name == "train":
-        as_of = default_as_of(paths, 7)
         report_t = train(
-            paths, tracking, params=LightFMParams(num_threads=2), popularity=PopularityParams(),
-            k=10, run_id="bench", as_of=as_of,
+            paths, tracking, params=LightFMParams(num_threads=2), signal=SignalParams(),
+            popularity=PopularityParams(), gate=GateParams(), k=10, run_id="bench", as_of=as_of,
+            window_start=as_of - timedelta(days=7),
         )  # fmt: skip
         rows = int(report_t.metrics["model_n_users"])
         queue.put(("metrics", report_t.metrics))
     elif name == "score":
         rows = score(
             paths, tracking, k=10, popularity=PopularityParams(), run_id="bench",
-            as_of=default_as_of(paths, 7), seen_before=now, generated_at=now,
+            as_of=as_of, generated_at=now,
             ttl=timedelta(hours=36), num_threads=2,
         ).n_users  # fmt: skip
     elif name == "publish":

@@ -83,7 +83,8 @@ RECOMMENDATIONS = pa.schema(
         pa.field("expires_at", TS, nullable=False),
     ]
 )
-"""One row per user_id x rank (1..K); ``source`` is model, cold_start or popular."""
+"""One row per user_id x rank (1..K); ``source`` is model, cold_start, segment_popular or
+popular."""
 
 POPULAR_ITEMS = pa.schema(
     [
@@ -103,7 +104,7 @@ SIMILAR_ITEMS = pa.schema(
     ]
 )
 
-RECOMMENDATION_SOURCES: Final = ("model", "cold_start", "popular")
+RECOMMENDATION_SOURCES: Final = ("model", "cold_start", "segment_popular", "popular")
 
 
 def quarantine_rows(

@@ -58,9 +58,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def resolve_as_of(settings: Settings, as_of: datetime | None) -> datetime:
-    """The run's ``as_of``: the one given, else :func:`pipelines.features.default_as_of`."""
-    return as_of or default_as_of(settings.stores(), settings.holdout_days)
+def resolve_as_of(run: Run, as_of: datetime | None) -> datetime:
+    """The run's ``as_of`` (UTC): the one given, else :func:`pipelines.features.default_as_of`."""
+    if as_of is None:
+        return default_as_of(run.now)
+    return as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
 
 
 def _extract(run: Run, force: bool, since: date | None, until: date | None) -> ExtractReport:
@@ -95,7 +97,7 @@ def _validate(run: Run, units: list[str] | None) -> ValidateReport:
 def _features(run: Run, as_of: datetime) -> FeaturesReport:
     s = run.settings
     return features_task(
-        s.stores(), as_of=as_of, holdout_days=s.holdout_days, top_k=s.top_k,
+        s.stores(), as_of=as_of, holdout_days=s.holdout_days, top_k=s.top_k, signal=s.signal,
         popularity=s.popularity,
     )  # fmt: skip
 
@@ -104,17 +106,21 @@ def _train(run: Run, as_of: datetime, params: LightFMParams | None) -> TrainRepo
     s = run.settings
     report = train_task(
         s.stores(), s.tracking(), params=params or LightFMParams(num_threads=s.num_threads),
-        popularity=s.popularity, k=s.top_k, run_id=run.run_id, as_of=as_of,
+        signal=s.signal, popularity=s.popularity, gate=s.gate, k=s.top_k, run_id=run.run_id,
+        as_of=as_of, window_start=as_of - timedelta(days=s.holdout_days),
     )  # fmt: skip
-    get_run_logger().info("model version %s: %s", report.model_version, report.decision)
+    get_run_logger().info(
+        "model version %s (%d epochs): %s; serving %s",
+        report.model_version, report.epochs, report.decision, report.serving,
+    )  # fmt: skip
     return report
 
 
-def _score(run: Run, as_of: datetime) -> ScoreReport:
+def _score(run: Run, as_of: datetime, plan_run_id: str | None) -> ScoreReport:
     s = run.settings
     return score_task(
         s.stores(), s.tracking(), k=s.top_k, popularity=s.popularity, run_id=run.run_id,
-        as_of=as_of, seen_before=run.now, generated_at=run.now,
+        as_of=as_of, plan_run_id=plan_run_id, generated_at=run.now,
         ttl=timedelta(hours=s.recs_ttl_hours), num_threads=s.num_threads,
     )  # fmt: skip
 
@@ -149,25 +155,27 @@ def validate_flow(units: list[str] | None = None) -> ValidateReport:
 
 @flow(name="features")
 def features_flow(as_of: datetime | None = None) -> FeaturesReport:
-    """Build the feature tables (features/sql/*.sql, popular_items) in the warehouse for
-    ``as_of`` (default: midnight ``holdout_days`` before the end of the clean data)."""
+    """Build the feature tables (features/sql/*.sql, popular_items) in the warehouse from events
+    before ``as_of`` (default: now), and the evaluation tables of the ``holdout_days`` before."""
     run = Run.start()
-    return _features(run, resolve_as_of(run.settings, as_of))
+    return _features(run, resolve_as_of(run, as_of))
 
 
 @flow(name="train")
 def train_flow(as_of: datetime | None = None, params: LightFMParams | None = None) -> TrainReport:
-    """Train LightFM on the feature tables, evaluate against the popularity baseline and the
-    champion on the holdout, log to MLflow and promote the winner (alias ``champion``)."""
+    """Evaluate the challenger, the champion and popularity on the window before ``as_of``
+    (default: now; the feature tables must have been built for it), decide, refit the serving
+    configuration on everything before ``as_of``, log it to MLflow (alias ``champion``)."""
     run = Run.start()
-    return _train(run, resolve_as_of(run.settings, as_of), params)
+    return _train(run, resolve_as_of(run, as_of), params)
 
 
 @flow(name="score")
 def score_flow(as_of: datetime | None = None) -> ScoreReport:
-    """Top-K lists for every user with the ``@champion`` model (popularity if there is none)."""
+    """Top-K lists for every user as of ``as_of`` (default: now), each segment served by what
+    won it in the last training (popularity before any model)."""
     run = Run.start()
-    return _score(run, resolve_as_of(run.settings, as_of))
+    return _score(run, resolve_as_of(run, as_of), None)
 
 
 @flow(name="publish")
@@ -204,8 +212,10 @@ def nightly_flow(
     """The nightly run: extract -> validate -> features -> train -> score -> publish.
 
     Args:
-        as_of: training sees only events before it, evaluation the ``holdout_days`` after it.
-            Default: midnight ``holdout_days`` before the end of the clean data.
+        as_of: the run's "now" (default: the run's start). Every stage uses only events before
+            it; candidates train before its last ``holdout_days`` and are evaluated on them; the
+            serving model is refitted on everything before it. A past ``as_of`` is a backfill:
+            it publishes what that night would have.
         force_extract: re-extract landing files even if their checksum is unchanged.
         params: LightFM hyperparameters (default: ``LightFMParams()`` on ``num_threads`` threads).
         since: backfill: re-extract data from this date (inclusive).
@@ -215,10 +225,10 @@ def nightly_flow(
     reports: dict[str, Any] = {}
     reports["extract"] = _extract(run, force_extract, since, until)
     reports["validate"] = _validate(run, None)
-    resolved = resolve_as_of(run.settings, as_of)
+    resolved = resolve_as_of(run, as_of)
     reports["features"] = _features(run, resolved)
     reports["train"] = _train(run, resolved, params)
-    reports["score"] = _score(run, resolved)
+    reports["score"] = _score(run, resolved, run.run_id)
     reports["publish"] = _publish(run, reports["score"].path)
     create_markdown_artifact(
         summaries.nightly(reports), key="nightly-summary",

@@ -19,7 +19,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from features.signal import SignalParams
 from models.baselines import PopularityParams
+from models.policy import GateParams
 from pipelines.sources.readers import FileSource, Source
 from pipelines.stores import Stores
 from pipelines.stores.tracking import Tracking
@@ -55,13 +57,17 @@ class Settings(BaseSettings):
     experiment_name: str = "nightly-recommendations"
     registered_model_name: str = "recs-lightfm"
     top_k: int = Field(10, ge=1, le=1000, description="Recommendations per user")
-    holdout_days: int = Field(7, ge=1, description="Evaluation window after as_of, in days")
+    holdout_days: int = Field(7, ge=1, description="Evaluation window before as_of, in days")
     validation: ValidationThresholds = Field(
         default_factory=ValidationThresholds, description="The validation gate's thresholds"
     )
     popularity: PopularityParams = Field(
         default_factory=PopularityParams, description="What the popular lists count"
     )
+    signal: SignalParams = Field(
+        default_factory=SignalParams, description="How events become training signal"
+    )
+    gate: GateParams = Field(default_factory=GateParams, description="When a challenger wins")
     recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")
     num_threads: int = Field(2, ge=1, description="LightFM training / scoring threads")
     sources: list[Source] = Field(

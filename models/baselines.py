@@ -145,8 +145,7 @@ class PopularityRecommender:
 def user_segments(users: pl.DataFrame) -> pl.DataFrame:
     """One row per user_id x segment (``<attribute>:<value>``) for every categorical user
     attribute with at most :data:`MAX_SEGMENT_VALUES` values."""
-    categorical, _ = attribute_columns(users, C.user_id)
-    columns = [c for c in categorical if users[c].n_unique() <= MAX_SEGMENT_VALUES]
+    columns = segment_attributes(users)
     parts = [
         users.select(C.user_id, segment=pl.lit(f"{c}:") + pl.col(c)).drop_nulls() for c in columns
     ]
@@ -189,3 +188,62 @@ def popular_items(
             }
         )
     return pl.concat(frames).sort("segment", C.rank)
+
+
+def segment_attributes(users: pl.DataFrame) -> list[str]:
+    """User attributes that make popularity segments (see :func:`user_segments`)."""
+    categorical, _ = attribute_columns(users, C.user_id)
+    return [c for c in categorical if users[c].n_unique() <= MAX_SEGMENT_VALUES]
+
+
+@dataclass(frozen=True)
+class SegmentPopularity:
+    """Popularity among the users who share one attribute value with the user (their segment,
+    e.g. ``gender:F``); users without a value get the global list. A candidate of the per-segment
+    choice, refitted each run; not a servable model of its own."""
+
+    attribute: str
+    by_value: dict[str, PopularityRecommender]
+    overall: PopularityRecommender
+
+    @classmethod
+    def fit(cls, data: TrainingData, params: PopularityParams, attribute: str) -> Self:
+        """Popularity per value of ``attribute`` over ``data.users`` (and globally)."""
+        by_value = {}
+        values = data.users.select(C.user_id, attribute).drop_nulls()
+        for (value,), members in values.group_by(attribute, maintain_order=True):
+            inter = data.interactions.join(members.select(C.user_id), on=C.user_id, how="semi")
+            part = TrainingData(inter, data.users, data.items, data.as_of)
+            by_value[str(value)] = PopularityRecommender.fit(part, params)
+        return cls(attribute, by_value, PopularityRecommender.fit(data, params))
+
+    def recommend(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: pl.DataFrame | None = None,
+        allowed_items: pl.Series | None = None,
+        num_threads: int = 1,
+    ) -> pl.DataFrame:
+        """One row per user_id x rank; ``source`` is ``segment_popular``."""
+        values = (
+            users[self.attribute].cast(pl.String)
+            if self.attribute in users.columns
+            else pl.Series([None] * users.height, dtype=pl.String)
+        )
+        keyed = users.select(C.user_id).with_columns(_value=values)
+        parts = []
+        for (value,), group in keyed.group_by("_value", maintain_order=True):
+            model = self.overall if value is None else self.by_value.get(str(value), self.overall)
+            parts.append(
+                model.recommend(
+                    group.select(C.user_id),
+                    k,
+                    exclude=exclude,
+                    allowed_items=allowed_items,
+                    num_threads=num_threads,
+                )
+            )
+        recs = pl.concat(parts) if parts else self.overall.recommend(users, k)
+        return recs.with_columns(pl.lit("segment_popular").alias(C.source))

@@ -8,7 +8,8 @@ training), and the final item representations.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -60,16 +61,8 @@ class LightFMRecommender:
     def from_matrices(cls, matrices: TrainingMatrices, params: LightFMParams) -> Self:
         """Fit on prepared matrices. Deterministic for a given ``random_state`` when
         ``num_threads`` is 1."""
-        model = _fit(matrices, params)
-        item_biases, item_embeddings = model.get_item_representations(matrices.item_features)
-        return cls(
-            params=params,
-            user_vocabulary=matrices.user_vocabulary,
-            user_feature_embeddings=model.user_embeddings.copy(),
-            item_ids=matrices.item_ids,
-            item_embeddings=item_embeddings,
-            item_biases=item_biases,
-        )
+        snapshot = _snapshot(_fit(matrices, params), matrices, params)
+        return cls(**{f.name: getattr(snapshot, f.name) for f in fields(cls)})
 
     def _user_features(self, users: pl.DataFrame) -> tuple[sp.csr_matrix, pl.Series]:
         warm_ids = self.user_vocabulary.filter(self.user_vocabulary.str.starts_with(ID_TOKEN))
@@ -188,6 +181,40 @@ class LightFMRecommender:
             )
 
 
+@dataclass(frozen=True)
+class EarlyStopped:
+    """The best epoch's model, how many epochs it took, and the validation curve."""
+
+    model: LightFMRecommender
+    epochs: int
+    curve: list[float]
+
+
+def train_with_early_stopping(
+    matrices: TrainingMatrices,
+    params: LightFMParams,
+    validate: Callable[[LightFMRecommender], float],
+) -> EarlyStopped:
+    """Train epoch by epoch (``fit_partial``), scoring each epoch with ``validate`` (higher is
+    better); stop after ``params.patience`` epochs without a better score or at
+    ``params.epochs``, and return the best epoch's model. With one thread the result equals
+    :func:`train_lightfm` run for the returned number of epochs."""
+    model = _new(params)
+    best: tuple[float, int, LightFMRecommender] | None = None
+    curve: list[float] = []
+    for epoch in range(1, params.epochs + 1):
+        _fit_epochs(model, matrices, params, epochs=1)
+        snapshot = _snapshot(model, matrices, params.model_copy(update={"epochs": epoch}))
+        value = validate(snapshot)
+        curve.append(value)
+        if best is None or value > best[0]:
+            best = (value, epoch, snapshot)
+        elif params.patience is not None and epoch - best[1] >= params.patience:
+            break
+    assert best is not None
+    return EarlyStopped(best[2], best[1], curve)
+
+
 def train_lightfm(matrices: TrainingMatrices, params: LightFMParams) -> LightFMRecommender:
     """Fit a LightFM hybrid model on the training matrices.
 
@@ -196,8 +223,35 @@ def train_lightfm(matrices: TrainingMatrices, params: LightFMParams) -> LightFMR
     return LightFMRecommender.from_matrices(matrices, params)
 
 
-def _fit(matrices: TrainingMatrices, params: LightFMParams) -> LightFM:
-    model = LightFM(
+def _snapshot(
+    model: LightFM, matrices: TrainingMatrices, params: LightFMParams
+) -> LightFMRecommender:
+    item_biases, item_embeddings = model.get_item_representations(matrices.item_features)
+    return LightFMRecommender(
+        params=params,
+        user_vocabulary=matrices.user_vocabulary,
+        user_feature_embeddings=model.user_embeddings.copy(),
+        item_ids=matrices.item_ids,
+        item_embeddings=item_embeddings,
+        item_biases=item_biases,
+    )
+
+
+def _fit_epochs(
+    model: LightFM, matrices: TrainingMatrices, params: LightFMParams, epochs: int
+) -> None:
+    model.fit_partial(
+        matrices.interactions,
+        user_features=matrices.user_features,
+        item_features=matrices.item_features,
+        sample_weight=matrices.weights,
+        epochs=epochs,
+        num_threads=params.num_threads,
+    )
+
+
+def _new(params: LightFMParams) -> LightFM:
+    return LightFM(
         no_components=params.no_components,
         loss=params.loss,
         learning_rate=params.learning_rate,
@@ -206,12 +260,9 @@ def _fit(matrices: TrainingMatrices, params: LightFMParams) -> LightFM:
         max_sampled=params.max_sampled,
         random_state=np.random.RandomState(params.random_state),
     )
-    model.fit(
-        matrices.interactions,
-        user_features=matrices.user_features,
-        item_features=matrices.item_features,
-        sample_weight=matrices.weights,
-        epochs=params.epochs,
-        num_threads=params.num_threads,
-    )
+
+
+def _fit(matrices: TrainingMatrices, params: LightFMParams) -> LightFM:
+    model = _new(params)
+    _fit_epochs(model, matrices, params, epochs=params.epochs)
     return model

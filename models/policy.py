@@ -5,37 +5,128 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
 
 from features.contracts import C
+from models.evaluate import series_mean
+
+
+class GateParams(BaseModel):
+    """When a challenger may replace the champion (logged with every decision)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    margin: float = Field(
+        0.0, ge=0, description="the mean per-user gain in precision@k must exceed this"
+    )
+    min_users: int = Field(30, ge=1, description="evaluation users needed to decide at all")
+    max_segment_loss: float = Field(
+        0.02, ge=0, description="no segment (warm, cold) may lose more precision@k than this"
+    )
+    n_resamples: int = Field(1000, ge=100, description="paired bootstrap resamples")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean difference and its two-sided 95% bootstrap interval."""
+
+    mean: float
+    low: float
+    high: float
+
+
+def paired_bootstrap(diffs: np.ndarray, n_resamples: int, seed: int) -> Interval:
+    """Mean of per-user differences and its 95% percentile interval, resampling users."""
+    if diffs.size == 0:
+        return Interval(0.0, 0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, diffs.size, size=(n_resamples, diffs.size))
+    means = diffs[picks].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Interval(float(diffs.mean()), float(low), float(high))
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The promotion verdict and its reason, in words."""
+    """The promotion verdict, with every reason in words."""
 
     promote: bool
-    reason: str
+    reasons: list[str]
+
+    @property
+    def reason(self) -> str:
+        return ("promoted: " if self.promote else "not promoted: ") + "; ".join(self.reasons)
 
 
-def promotion_decision(metrics: dict[str, float], key: str, *, has_champion: bool) -> Decision:
-    """Promote when the model beats the popularity baseline and (if any) the champion on
-    ``key`` over the same evaluation users, and there were evaluation users at all.
+def promotion_decision(
+    per_user: pl.DataFrame, challenger: str, references: list[str], params: GateParams
+) -> Decision:
+    """Whether ``challenger`` beats every reference (the champion, the popularity baselines) on
+    per-user precision@k over the same evaluation users.
 
     Args:
-        metrics: ``model_<key>``, ``baseline_<key>``, ``champion_<key>`` (when there is a
-            champion) and ``model_n_users``.
-        key: the primary metric, e.g. ``precision_at_10``.
-        has_champion: whether a champion exists to be beaten.
+        per_user: one row per candidate x user: ``candidate, user_id, user_segment,
+            precision`` (every candidate scored on the same users).
+        challenger: the candidate that may be promoted.
+        references: the candidates it must beat.
+        params: margin, minimum users, segment loss and bootstrap settings.
+
+    A reference is beaten when the mean per-user gain exceeds ``margin`` and its paired
+    bootstrap 95% interval lies above zero, and no segment loses more than
+    ``max_segment_loss``.
     """
-    model = metrics[f"model_{key}"]
-    if metrics.get("model_n_users", 0) <= 0:
-        return Decision(False, "not promoted: no evaluation users")
-    if not model > metrics[f"baseline_{key}"]:
-        return Decision(False, "not promoted: did not beat the popularity baseline")
-    if has_champion and not model > metrics[f"champion_{key}"]:
-        return Decision(False, "not promoted: did not beat the champion")
-    return Decision(True, "promoted")
+    mine = per_user.filter(pl.col("candidate") == challenger).sort(C.user_id)
+    n = mine.height
+    if n < params.min_users:
+        return Decision(False, [f"{n} evaluation users, fewer than the {params.min_users} needed"])
+    reasons, ok = [], True
+    for ref in references:
+        theirs = per_user.filter(pl.col("candidate") == ref).sort(C.user_id)
+        if theirs[C.user_id].to_list() != mine[C.user_id].to_list():
+            raise ValueError(f"candidates {challenger!r} and {ref!r} were scored on other users")
+        diffs = mine["precision"].to_numpy() - theirs["precision"].to_numpy()
+        ci = paired_bootstrap(diffs, params.n_resamples, params.seed)
+        text = f"vs {ref}: {ci.mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
+        if ci.mean <= params.margin or ci.low <= 0:
+            ok = False
+            reasons.append(text + " (not a win outside the interval)")
+        else:
+            reasons.append(text)
+        joined = mine.with_columns(diff=pl.Series(diffs))
+        for (segment,), rows in joined.group_by("user_segment", maintain_order=True):
+            loss = -series_mean(rows["diff"])
+            if loss > params.max_segment_loss:
+                ok = False
+                reasons.append(
+                    f"segment {segment} loses {loss:.4f} to {ref} "
+                    f"(more than {params.max_segment_loss})"
+                )
+    return Decision(ok, reasons)
+
+
+SEGMENTS = ("warm", "cold")
+"""User segments of the evaluation window: history before it, or attributes only."""
+
+
+def segment_choice(per_user: pl.DataFrame, candidates: list[str]) -> dict[str, str]:
+    """Per user segment, the candidate with the best mean precision@k over that segment's users.
+    Ties go to the candidate listed first (list the cheapest first, the model last); a segment
+    with no users keeps the model when there is one, else the first candidate."""
+    choice = {}
+    for segment in SEGMENTS:
+        rows = per_user.filter(pl.col("user_segment") == segment)
+        means = {
+            c: series_mean(rows.filter(pl.col("candidate") == c)["precision"]) for c in candidates
+        }
+        if rows.height == 0:
+            choice[segment] = "model" if "model" in candidates else candidates[0]
+            continue
+        best = max(means.values())
+        choice[segment] = next(c for c in candidates if means[c] == best)
+    return choice
 
 
 def fill_to_k(primary: pl.DataFrame, fallback: pl.DataFrame, k: int) -> pl.DataFrame:

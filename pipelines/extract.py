@@ -114,7 +114,7 @@ def extract(
         if failures:
             raise ValidationError(str(stores.landing / f"{name}.csv"), failures)
     for name, table in (("users", users), ("items", items)):
-        lake.write_catalog(stores.lake, name, table, run_id=run_id)
+        lake.write_catalog(stores.lake, name, table, run_id=run_id, taken_at=ingested_at)
     backfill = since is not None or until is not None
     reports = []
     with warehouse.connect(stores.warehouse) as con:

@@ -13,46 +13,42 @@ import pyarrow as pa
 
 from features.build import FEATURE_TABLES, register_inputs, run_sql
 from features.contracts import C
+from features.signal import SignalParams
 from models.base import TrainingData
 from models.baselines import PopularityParams, popular_items
 from pipelines.stores import Stores, lake, warehouse
 
 
-def lake_inputs(stores: Stores) -> dict[str, Any]:
-    """The logical inputs of the SQL files (``clean_events``, ``users``, ``items``) in the lake."""
+def lake_inputs(stores: Stores, as_of: datetime) -> dict[str, Any]:
+    """The logical inputs of the SQL files (``clean_events``, ``users``, ``items``) in the lake:
+    the clean zone and the catalog snapshots in force at ``as_of``."""
     return {
         "events_glob": lake.events_glob(stores.lake, "clean"),
-        "users": lake.catalog_path(stores.lake, "users"),
-        "items": lake.catalog_path(stores.lake, "items"),
+        "users": lake.catalog_at(stores.lake, "users", as_of),
+        "items": lake.catalog_at(stores.lake, "items", as_of),
     }
 
 
-def default_as_of(stores: Stores, holdout_days: int) -> datetime:
-    """The ``as_of`` of a run that names none: midnight UTC ``holdout_days`` before the day after
-    the newest clean event, so the last ``holdout_days`` full days are the evaluation window."""
-    latest = lake.latest_event_ts(stores.lake)
-    midnight = latest.replace(hour=0, minute=0, second=0, microsecond=0)
-    return midnight + timedelta(days=1) - timedelta(days=holdout_days)
+def default_as_of(now: datetime) -> datetime:
+    """The ``as_of`` of a run that names none: the run's own start. A run never reads an event at
+    or after its ``as_of``, so a run for a past night is a backfill of that night."""
+    return now
 
 
-def seen_pairs(stores: Stores, before: datetime) -> pl.DataFrame:
-    """One row per user_id x item_id with an event before ``before`` (the "already seen" set)."""
-    con = duckdb.connect()  # in memory: only reads the lake
-    try:
-        register_inputs(con, **lake_inputs(stores))
-        frame = pl.from_arrow(run_sql(con, "interactions", as_of=before))
-    finally:
-        con.close()
-    assert isinstance(frame, pl.DataFrame)
-    return frame.select(C.user_id, C.item_id)
+EVALUATION_TABLES = {
+    "interactions": "eval_interactions",
+    "user_features": "eval_user_features",
+    "item_features": "eval_item_features",
+}
+"""Feature tables as of the evaluation window's start, under their warehouse names."""
 
 
 @dataclass(frozen=True)
 class FeaturesReport:
-    """Rows per feature table written to the warehouse."""
+    """Rows per feature table written to the warehouse, and the run's timeline."""
 
     as_of: datetime
-    holdout_end: datetime
+    window_start: datetime
     rows: dict[str, int]
 
 
@@ -62,23 +58,40 @@ def build_features(
     as_of: datetime,
     holdout_days: int,
     top_k: int,
+    signal: SignalParams,
     popularity: PopularityParams,
 ) -> FeaturesReport:
-    """Run every ``features/sql`` file against the clean lake, derive ``popular_items``
-    (:func:`models.baselines.popular_items`), and replace each warehouse table."""
-    holdout_end = as_of + timedelta(days=holdout_days)
-    params = {"as_of": as_of, "holdout_end": holdout_end}
+    """The feature tables of one run, from events before ``as_of`` only, into the warehouse.
+
+    As of ``as_of`` (the refit and the lists): ``interactions``, ``user_features``,
+    ``item_features`` and ``popular_items`` (:func:`models.baselines.popular_items`). As of the
+    evaluation window's start (``as_of - holdout_days``, what candidates train on):
+    ``eval_interactions``, ``eval_user_features``, ``eval_item_features``; and ``holdout``, the
+    window's truth. Catalogs are the snapshots in force at ``as_of``.
+    """
+    start = as_of - timedelta(days=holdout_days)
     tables: dict[str, pa.Table] = {}
     con = duckdb.connect()  # compute in memory; the warehouse is held only to write
     try:
-        register_inputs(con, **lake_inputs(stores))
+        register_inputs(con, **lake_inputs(stores, as_of))
+        sql = signal.sql_params()
         for name in FEATURE_TABLES:
-            tables[name] = run_sql(con, name, **params)
+            if name == "holdout":
+                tables[name] = run_sql(con, name, start=start, end=as_of, **sql)
+                continue
+            tables[name] = run_sql(con, name, as_of=as_of, **sql)
+            if name in EVALUATION_TABLES:
+                tables[EVALUATION_TABLES[name]] = run_sql(con, name, as_of=start, **sql)
     finally:
         con.close()
-    frames = {name: _frame(table) for name, table in tables.items()}
+    frames = {
+        name: _frame(tables[name]) for name in ("interactions", "user_features", "item_features")
+    }
     data = TrainingData(
-        frames["interactions"], frames["user_features"], frames["item_features"], as_of
+        frames["interactions"].filter(pl.col("positive")),
+        frames["user_features"],
+        frames["item_features"],
+        as_of,
     )
     available = data.items.filter(pl.col(C.available))[C.item_id]
     tables["popular_items"] = popular_items(data, popularity, top_k, available).to_arrow()
@@ -92,12 +105,12 @@ def build_features(
             pa.table(
                 {
                     "as_of": pa.array([as_of], pa.timestamp("us", tz="UTC")),
-                    "holdout_end": pa.array([holdout_end], pa.timestamp("us", tz="UTC")),
+                    "window_start": pa.array([start], pa.timestamp("us", tz="UTC")),
                     **{f"rows_{k}": [v] for k, v in rows.items()},
                 }
             ),
         )
-    return FeaturesReport(as_of, holdout_end, rows)
+    return FeaturesReport(as_of, start, rows)
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:

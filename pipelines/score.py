@@ -1,5 +1,5 @@
-"""Score stage: top-K lists for every user with the ``@champion`` model, topped up from the
-popular list, gated by the recommendations suite, written to the lake for publishing."""
+"""Score stage: top-K lists for every user, each segment served by what won it in training,
+topped up from the popular list, gated by the recommendations suite, written to the lake."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import polars as pl
 
 from features.contracts import RECOMMENDATIONS, SIMILAR_ITEMS, C, conform
 from models.base import TrainingData
-from models.baselines import PopularityParams, PopularityRecommender
-from models.policy import fill_to_k
-from pipelines.features import seen_pairs
+from models.baselines import PopularityParams, PopularityRecommender, SegmentPopularity
+from models.policy import SEGMENTS, fill_to_k
 from pipelines.stores import Stores, lake, warehouse
 from pipelines.stores.serving import table_checksum
 from pipelines.stores.tracking import Tracking, load_champion
@@ -43,42 +42,67 @@ def score(
     popularity: PopularityParams,
     run_id: str,
     as_of: datetime,
-    seen_before: datetime,
+    plan_run_id: str | None = None,
     generated_at: datetime,
     ttl: timedelta,
     num_threads: int,
 ) -> ScoreReport:
-    """Top-k for every user in ``user_features`` with the ``@champion`` model.
+    """Top-k for every user in ``user_features``, as of ``as_of``.
 
-    Items the user interacted with before ``seen_before`` and unavailable items are excluded.
-    Users the champion does not describe, and every user when no model is champion yet, get the
-    popular list (``source`` = popular, :mod:`models.baselines` as of ``as_of``), as do the
-    slots a model cannot fill.
+    Warm users (an event before ``as_of``) and cold users (attributes only) are each served by
+    what won their segment in training ``plan_run_id`` (default: the last one; the warehouse's
+    ``segment_choices``): the ``@champion`` model
+    (``source`` model or cold_start), segment popularity (segment_popular) or global popularity
+    (popular). Users the model does not describe, and the slots a list cannot fill, get the
+    global popular list. Items the user had an event on before ``as_of`` and unavailable items
+    are excluded.
 
     Raises:
         ValidationError: the lists fail the recommendations suite (nothing is written).
     """
+    warehouse.require_features_for(stores.warehouse, as_of)
     interactions, users, items = warehouse.read_tables(
         stores.warehouse, "interactions", "user_features", "item_features"
     )
-    seen = seen_pairs(stores, seen_before)
+    seen = interactions.select(C.user_id, C.item_id)
     available = items.filter(pl.col(C.available))[C.item_id]
-    data = TrainingData(interactions, users, items, as_of)
+    data = TrainingData(interactions.filter(pl.col("positive")), users, items, as_of)
     popular = PopularityRecommender.fit(data, popularity).recommend(
         users, k, exclude=seen, allowed_items=available, num_threads=num_threads
     )
     champion = load_champion(tracking)
+    plan = warehouse.serving_plan(stores.warehouse, plan_run_id) or dict.fromkeys(SEGMENTS, "model")
+    warm = pl.col(C.user_id).is_in(interactions[C.user_id].unique().implode())
+    groups = {"warm": users.filter(warm), "cold": users.filter(~warm)}
+    parts = []
+    served_by_model = False
+    for segment, candidate in plan.items():
+        group = groups.get(segment)
+        if group is None or group.height == 0:
+            continue
+        if candidate == "model" and champion is not None:
+            model = champion.recommender
+            described = group.filter(pl.Series(model.describes(group)))
+            parts.append(
+                model.recommend(
+                    described, k, exclude=seen, allowed_items=available, num_threads=num_threads
+                )
+            )
+            served_by_model = True
+        elif candidate.startswith("segment:"):
+            by_segment = SegmentPopularity.fit(data, popularity, candidate.split(":", 1)[1])
+            parts.append(
+                by_segment.recommend(
+                    group, k, exclude=seen, allowed_items=available, num_threads=num_threads
+                )
+            )
+    recs = fill_to_k(pl.concat(parts), popular, k) if parts else popular
+    version = champion.version if champion is not None and served_by_model else "popularity"
     similar = None
-    if champion is None:
-        recs, version = popular, "popularity"
-    else:
-        model = champion.recommender
-        described = users.filter(pl.Series(model.describes(users)))
-        recs = model.recommend(
-            described, k, exclude=seen, allowed_items=available, num_threads=num_threads
+    if champion is not None:
+        similar = champion.recommender.similar_items(
+            k, allowed_items=available, num_threads=num_threads
         )
-        recs, version = fill_to_k(recs, popular, k), champion.version
-        similar = model.similar_items(k, allowed_items=available, num_threads=num_threads)
     failures = validate_recommendations(
         recs, k=k, expected_users=users[C.user_id], seen=seen, available_items=available,
         gx_root=stores.gx_root,

@@ -1,6 +1,13 @@
-"""Train stage: fit LightFM on the feature tables, evaluate it with the popularity baseline and
-the current champion on the same holdout users, log everything to MLflow, and apply the
-promotion policy (:func:`models.policy.promotion_decision`)."""
+"""Train stage: evaluate candidates on the run's own window, decide, and refit what serves.
+
+Candidates (the challenger configuration, the champion's, global and segment popularity) are
+fitted on events before the evaluation window (the last ``holdout_days`` before ``as_of``) and
+scored on the same window users, warm and cold. The gate (:func:`models.policy.
+promotion_decision`) decides whether the challenger's configuration replaces the champion's;
+each user segment is then served by the candidate that wins on it
+(:func:`models.policy.segment_choice`); finally the serving configuration is refitted on every
+event before ``as_of`` (with the epoch count early stopping chose) and registered.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +15,96 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
+import pyarrow as pa
 
 from features.contracts import C
+from features.matrices import training_matrices
+from features.signal import SignalParams
 from models.base import Recommender, TrainingData
-from models.baselines import PopularityParams, PopularityRecommender
-from models.evaluate import ranking_metrics
-from models.lightfm_model import LightFMRecommender
+from models.baselines import (
+    PopularityParams,
+    PopularityRecommender,
+    SegmentPopularity,
+    segment_attributes,
+)
+from models.evaluate import mean_metrics, per_user_metrics
+from models.lightfm_model import LightFMRecommender, train_with_early_stopping
 from models.params import LightFMParams
-from models.policy import promotion_decision
+from models.policy import SEGMENTS, GateParams, fill_to_k, promotion_decision, segment_choice
 from pipelines.stores import Stores, warehouse
 from pipelines.stores.tracking import Tracking, load_champion, log_training_run
+
+MODEL, BASELINE, CHAMPION = "model", "baseline", "champion"
+"""Candidate names: the challenger configuration, global popularity, the champion's
+configuration; segment popularity is ``segment:<attribute>``."""
 
 
 @dataclass(frozen=True)
 class TrainReport:
-    """A training run: its metrics, the baseline's and the champion's on the same holdout."""
+    """A training run: the decision, what serves each segment, the metrics behind both."""
 
     mlflow_run_id: str
     model_version: str
     promoted: bool
     decision: str
+    serving: dict[str, str]
+    epochs: int
     metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The evaluation window's users (with attributes as of its start) and truth."""
+
+    data: TrainingData
+    users: pl.DataFrame  # one row per window user: user_id, user_segment, attributes
+    holdout: pl.DataFrame
+    seen: pl.DataFrame
+    popular: pl.DataFrame  # the global popular list for every window user (the fill)
+
+
+def _window(stores: Stores, popularity: PopularityParams, k: int, start: datetime) -> _Window:
+    inter, users, items, holdout = warehouse.read_tables(
+        stores.warehouse, "eval_interactions", "eval_user_features", "eval_item_features",
+        "holdout",
+    )  # fmt: skip
+    data = TrainingData(inter.filter(pl.col("positive")), users, items, start)
+    who = holdout.select(C.user_id, "user_segment").unique().sort(C.user_id)
+    window_users = who.join(users, on=C.user_id, how="left")
+    seen = inter.select(C.user_id, C.item_id)
+    popular = PopularityRecommender.fit(data, popularity).recommend(window_users, k, exclude=seen)
+    return _Window(data, window_users, holdout, seen, popular)
+
+
+def _as_served(model: Recommender, window: _Window, k: int, num_threads: int) -> pl.DataFrame:
+    """The lists the model would serve: its own for users it describes, popular for the rest
+    and for the slots it cannot fill."""
+    described = window.users.filter(pl.Series(model.describes(window.users)))
+    recs = model.recommend(described, k, exclude=window.seen, num_threads=num_threads)
+    return fill_to_k(recs, window.popular, k)
+
+
+def _scored(name: str, recs: pl.DataFrame, window: _Window, k: int) -> pl.DataFrame:
+    per_user = per_user_metrics(recs, window.holdout, k)
+    return per_user.join(
+        window.users.select(C.user_id, "user_segment"), on=C.user_id, how="left"
+    ).with_columns(candidate=pl.lit(name))
+
+
+def _same_config(a: LightFMParams, b: LightFMParams) -> bool:
+    ignore = {"num_threads", "patience"}
+    return a.model_dump(exclude=ignore) == b.model_dump(exclude=ignore)
+
+
+def _metrics(per_user: pl.DataFrame, k: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (name,), rows in per_user.group_by("candidate", maintain_order=True):
+        tag = str(name).replace(":", "_")
+        out.update({f"{tag}_{m}": v for m, v in mean_metrics(rows, k).items()})
+        for segment in SEGMENTS:
+            part = rows.filter(pl.col("user_segment") == segment)
+            out.update({f"{tag}_{segment}_{m}": v for m, v in mean_metrics(part, k).items()})
+    return out
 
 
 def train(
@@ -36,58 +112,149 @@ def train(
     tracking: Tracking,
     *,
     params: LightFMParams,
+    signal: SignalParams,
     popularity: PopularityParams,
+    gate: GateParams,
     k: int,
     run_id: str,
     as_of: datetime,
+    window_start: datetime,
 ) -> TrainReport:
-    """Train on events before ``as_of``, evaluate on the holdout after it, log to MLflow.
+    """Evaluate, decide, refit and register (module docstring).
 
     Raises:
-        ValueError: there are no interactions before ``as_of``.
+        ValueError: there are no positive interactions before the window or before ``as_of``.
     """
-    interactions, holdout, users, items = warehouse.read_tables(
-        stores.warehouse, "interactions", "holdout", "user_features", "item_features"
-    )
-    if interactions.height == 0:
-        raise ValueError(f"no interactions before as_of={as_of.isoformat()}; nothing to train on")
-    data = TrainingData(interactions, users, items, as_of)
-    model = LightFMRecommender.fit(data, params)
-    holdout_users = users.filter(pl.col(C.user_id).is_in(holdout[C.user_id].unique().implode()))
-    seen = interactions.select(C.user_id, C.item_id)
-    candidates: dict[str, Recommender] = {
-        "model": model,
-        "baseline": PopularityRecommender.fit(data, popularity),
-    }
+    warehouse.require_features_for(stores.warehouse, as_of)
+    window = _window(stores, popularity, k, window_start)
+    if window.data.interactions.height == 0:
+        raise ValueError(
+            f"no positive interactions before the evaluation window ({window_start.isoformat()});"
+            " nothing to train on: lower RECS_HOLDOUT_DAYS or load more history"
+        )
+    threads = params.num_threads
+    matrices = training_matrices(window.data.interactions, window.data.users, window.data.items)
+    if window.users.height:
+        stopped = train_with_early_stopping(
+            matrices,
+            params,
+            lambda m: mean_metrics(
+                per_user_metrics(_as_served(m, window, k, threads), window.holdout, k), k
+            )[f"precision_at_{k}"],
+        )
+        challenger, epochs, curve = stopped.model, stopped.epochs, stopped.curve
+    else:
+        challenger, epochs, curve = (
+            LightFMRecommender.from_matrices(matrices, params),
+            params.epochs,
+            [],
+        )
+    chosen = challenger.params
+    frames = [
+        _scored(MODEL, _as_served(challenger, window, k, threads), window, k),
+        _scored(BASELINE, window.popular, window, k),
+    ]
+    segments = [f"segment:{a}" for a in segment_attributes(window.data.users)]
+    for name in segments:
+        seg = SegmentPopularity.fit(window.data, popularity, name.split(":", 1)[1])
+        frames.append(_scored(name, seg.recommend(window.users, k, exclude=window.seen), window, k))
     champion = load_champion(tracking)
-    if champion is not None:
-        candidates["champion"] = champion.recommender
-    metrics: dict[str, float] = {}
-    for name, recommender in candidates.items():
-        recs = recommender.recommend(holdout_users, k, exclude=seen, num_threads=params.num_threads)
-        for metric, value in ranking_metrics(recs, holdout, k).items():
-            metrics[f"{name}_{metric}"] = value
-    decision = promotion_decision(metrics, f"precision_at_{k}", has_champion=champion is not None)
+    champion_params = getattr(champion.recommender, "params", None) if champion else None
+    if isinstance(champion_params, LightFMParams):
+        if _same_config(champion_params, chosen):
+            champion_model = challenger
+        else:
+            champion_model = LightFMRecommender.from_matrices(
+                matrices, champion_params.model_copy(update={"num_threads": threads})
+            )
+        frames.append(_scored(CHAMPION, _as_served(champion_model, window, k, threads), window, k))
+    per_user = pl.concat(frames, how="vertical_relaxed")
+    references = [BASELINE, *segments] + (
+        [CHAMPION] if isinstance(champion_params, LightFMParams) else []
+    )
+    decision = promotion_decision(per_user, MODEL, references, gate)
+    if decision.promote:
+        serving_params: LightFMParams | None = chosen
+    elif isinstance(champion_params, LightFMParams):
+        serving_params = champion_params.model_copy(update={"num_threads": threads})
+    else:
+        serving_params = None
+    serving_name = MODEL if decision.promote else CHAMPION
+    candidates = [BASELINE, *segments] + ([serving_name] if serving_params else [])
+    won = segment_choice(per_user, candidates)  # by candidate, for the metrics behind it
+    serving = {s: (MODEL if c == serving_name else c) for s, c in won.items()}
+    interactions, users, items = warehouse.read_tables(
+        stores.warehouse, "interactions", "user_features", "item_features"
+    )
+    full = TrainingData(interactions.filter(pl.col("positive")), users, items, as_of)
+    if full.interactions.height == 0:
+        raise ValueError(f"no positive interactions before as_of={as_of.isoformat()}")
+    refit_params = (serving_params or chosen).model_copy(update={"patience": None})
+    refit = LightFMRecommender.fit(full, refit_params)
+    metrics = _metrics(per_user, k)
+    metrics.update({f"validation_precision_at_{k}_epoch_{i}": v for i, v in enumerate(curve, 1)})
     logged = log_training_run(
         tracking,
-        model,
+        refit,
         run_name=f"nightly-{as_of:%Y-%m-%d}",
         params={
-            **{f"lightfm_{k_}": v for k_, v in params.model_dump().items()},
+            **{f"lightfm_{k_}": v for k_, v in refit_params.model_dump().items()},
+            **{f"signal_{k_}": v for k_, v in signal.model_dump().items()},
+            **{f"gate_{k_}": v for k_, v in gate.model_dump().items()},
             "popularity_window_days": popularity.window_days,
             "as_of": as_of.isoformat(),
+            "window_start": window_start.isoformat(),
             "k": k,
+            "epochs_chosen": epochs,
             "n_users": users.height,
             "n_items": items.height,
             "n_interactions": interactions.height,
-            "n_holdout_pairs": holdout.height,
+            "n_holdout_pairs": window.holdout.height,
         },
         metrics=metrics,
         tags={
             "flow_run_id": run_id,
             "decision": decision.reason,
             "champion_version": champion.version if champion else "none",
+            **{f"serve_{s}": c for s, c in serving.items()},
         },
-        promote=decision.promote,
+        promote=serving_params is not None,
     )
-    return TrainReport(logged.run_id, logged.version, decision.promote, decision.reason, metrics)
+    _record_choice(stores, run_id, as_of, serving, won, metrics, k)
+    return TrainReport(
+        logged.run_id, logged.version, decision.promote, decision.reason, serving, epochs, metrics
+    )
+
+
+def _record_choice(
+    stores: Stores,
+    run_id: str,
+    as_of: datetime,
+    serving: dict[str, str],
+    won: dict[str, str],
+    metrics: dict[str, float],
+    k: int,
+) -> None:
+    """One row per segment in the warehouse ``segment_choices``: what serves it (``model`` is
+    the serving model), and its precision@k on the segment's window users."""
+    names = list(serving)
+    winners = [serving[s] for s in names]
+    ts = pa.timestamp("us", tz="UTC")
+    with warehouse.connect(stores.warehouse) as con:
+        warehouse.append(
+            con,
+            "segment_choices",
+            pa.table(
+                {
+                    "run_id": [run_id] * len(names),
+                    "as_of": pa.array([as_of] * len(names), ts),
+                    "segment": names,
+                    "candidate": winners,
+                    f"precision_at_{k}": [
+                        metrics.get(f"{won[s].replace(':', '_')}_{s}_precision_at_{k}", 0.0)
+                        for s in names
+                    ],
+                    "n_users": [metrics.get(f"{BASELINE}_{s}_n_users", 0.0) for s in names],
+                }
+            ),
+        )

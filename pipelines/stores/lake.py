@@ -6,7 +6,7 @@ Layout::
     <lake>/clean/events/dt=YYYY-MM-DD/<part>.parquet   what passed validation (same file names,
                                                        plus released-<run>.parquet from quarantine)
     <lake>/catalog/{users,items}.parquet               latest catalog snapshots
-    <lake>/catalog/{users,items}/run_id=<id>.parquet   the snapshot of each run
+    <lake>/catalog/{users,items}/taken=<t>--run_id=<id>.parquet   the snapshot of each run
     <lake>/recommendations/run_id=<id>/*.parquet       scored lists of a run, before publishing
 
 A part is named after the source file it came from (``<source>--<file>``) or the database source
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -289,13 +289,39 @@ def read_catalog(lake: Path, name: str, columns: list[str] | None = None) -> pa.
     return pq.read_table(path, columns=columns) if path.exists() else None
 
 
-def write_catalog(lake: Path, name: str, table: pa.Table, *, run_id: str) -> Path:
+def _taken(path: Path) -> datetime | None:
+    stamp = path.name.split("--", 1)[0].removeprefix("taken=")
+    try:
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def write_catalog(
+    lake: Path, name: str, table: pa.Table, *, run_id: str, taken_at: datetime
+) -> Path:
     """Keep this run's snapshot of a catalog (``users`` or ``items``) under
-    ``catalog/<name>/run_id=<id>.parquet`` and make it the latest (``catalog/<name>.parquet``)."""
+    ``catalog/<name>/taken=<UTC time>--run_id=<id>.parquet`` and make it the latest
+    (``catalog/<name>.parquet``)."""
     path = catalog_path(lake, name)
-    _atomic_write(table, path.parent / name / f"run_id={run_id}.parquet")
+    stamp = taken_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    _atomic_write(table, path.parent / name / f"taken={stamp}--run_id={run_id}.parquet")
     _atomic_write(table, path)
     return path
+
+
+def catalog_at(lake: Path, name: str, as_of: datetime) -> Path:
+    """The snapshot of a catalog in force at ``as_of``: the newest taken at or before it; when
+    every snapshot is newer (a backfill to before the first extraction), the oldest one."""
+    snapshots = sorted(
+        (taken, p)
+        for p in (catalog_path(lake, name).parent / name).glob("taken=*.parquet")
+        if (taken := _taken(p)) is not None
+    )
+    if not snapshots:
+        return catalog_path(lake, name)
+    before = [p for taken, p in snapshots if taken <= as_of]
+    return before[-1] if before else snapshots[0][1]
 
 
 SCORED = "recommendations"

@@ -33,6 +33,11 @@ def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
     con.register("_rows", rows)
     try:
         con.execute(f'create table if not exists "{table}" as select * from _rows limit 0')
+        # A newer release may add columns to a history table: add them, older rows get null.
+        have = {r[0] for r in con.execute(f'describe "{table}"').fetchall()}
+        for name, dtype, *_ in con.execute("describe _rows").fetchall():
+            if name not in have:
+                con.execute(f'alter table "{table}" add column "{name}" {dtype}')
         con.execute(f'insert into "{table}" by name select * from _rows')
     finally:
         con.unregister("_rows")
@@ -128,4 +133,39 @@ def releasable_quarantine(path: Path) -> pl.DataFrame:
                 {released_before}
                 """
             ).to_arrow_table()
+        )
+
+
+def serving_plan(path: Path, run_id: str | None = None) -> dict[str, str] | None:
+    """Segment -> candidate from ``segment_choices``: the given run's, else the last recorded
+    (None when there is none)."""
+    with connect(path, read_only=True) as con:
+        if not table_exists(con, "segment_choices"):
+            return None
+        which = "?" if run_id else "(select arg_max(run_id, rowid) from segment_choices)"
+        rows = con.execute(
+            f"select segment, candidate from segment_choices where run_id = {which} "
+            "order by segment",
+            [run_id] if run_id else [],
+        ).fetchall()
+    return {str(s): str(c) for s, c in rows} or None
+
+
+def require_features_for(path: Path, as_of: datetime) -> None:
+    """Refuse to use feature tables built for another ``as_of``.
+
+    Raises:
+        ValueError: naming the ``as_of`` the tables were built for and the command to run.
+    """
+    with connect(path, read_only=True) as con:
+        built = (
+            con.execute("select arg_max(as_of, rowid) from feature_runs").fetchall()[0][0]
+            if table_exists(con, "feature_runs")
+            else None
+        )
+    if built != as_of:
+        have = built.isoformat() if isinstance(built, datetime) else "none"
+        raise ValueError(
+            f"{path}: the feature tables are for as_of {have}, not {as_of.isoformat()}; "
+            f"run `recs run features --as-of {as_of.isoformat()}` first"
         )

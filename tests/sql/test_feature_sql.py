@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from features.build import FEATURE_TABLES, register_frames, run_sql, sql_text
+from features.signal import SignalParams
 from models.base import TrainingData
 from models.baselines import PopularityParams, popular_items
 from tests.factories import T0, event_rows, events_frame
@@ -75,24 +76,52 @@ def test_every_sql_file_has_a_test_here() -> None:
         assert sql_text(name).lower().count("select * from final") == 1
 
 
+SIGNAL = SignalParams().sql_params()
+
+
 def test_interactions(con: duckdb.DuckDBPyConnection) -> None:
-    got = _run(con, "interactions", as_of=AS_OF).select("user_id", "item_id", "n_events", "weight")
-    assert got.to_dicts() == [
-        {"user_id": "u1", "item_id": "i1", "n_events": 2, "weight": 3.0},
-        {"user_id": "u1", "item_id": "i2", "n_events": 1, "weight": 8.0},
-        {"user_id": "u2", "item_id": "i1", "n_events": 1, "weight": 1.0},
-        {"user_id": "u2", "item_id": "i3", "n_events": 1, "weight": 4.0},
-        {"user_id": "u3", "item_id": "i2", "n_events": 1, "weight": 1.0},
-        {"user_id": "u3", "item_id": "i3", "n_events": 1, "weight": 3.0},
+    got = _run(con, "interactions", as_of=AS_OF, **SIGNAL).select(
+        "user_id", "item_id", "n_events", "weight", "positive"
+    )
+    # view 1 + click 2; purchase 8; add_to_cart 4; a 5-star rating (5 - 4 + 1) x 1.
+    assert got.rows() == [
+        ("u1", "i1", 2, 3.0, True),
+        ("u1", "i2", 1, 8.0, True),
+        ("u2", "i1", 1, 1.0, True),
+        ("u2", "i3", 1, 4.0, True),
+        ("u3", "i2", 1, 1.0, True),
+        ("u3", "i3", 1, 2.0, True),
     ]
+
+
+def test_interactions_low_ratings_decay_and_capped_repeats() -> None:
+    con = duckdb.connect()
+    low = events_frame(event_rows([("u1", "i1", "rating", 1)], value=2.0))
+    views = events_frame(event_rows([("u1", "i2", "view", h) for h in (0, 24, 44, 46)]))
+    events = pl.concat([low, views.with_columns(pl.format("v{}", pl.col("event_id")))])
+    register_frames(con, clean_events=events, users=USERS, items=ITEMS)
+    signal = SignalParams(half_life_days=1.0, max_repeats=2, type_weights={"view": 2.0})
+    got = _run(con, "interactions", as_of=AS_OF, **signal.sql_params())
+    # A 2-star rating is seen but no positive. Of four views only the latest two count (hours
+    # 46 and 44: 2 and 4 hours before as_of), each 2 x 0.5 ** (hours / 24).
+    assert got.select("user_id", "item_id", "n_events", "positive").rows() == [
+        ("u1", "i1", 1, False),
+        ("u1", "i2", 4, True),
+    ]
+    expected = 2 * 0.5 ** (2 / 24) + 2 * 0.5 ** (4 / 24)
+    assert got["weight"].to_list() == pytest.approx([0.0, expected])
+    con.close()
 
 
 def test_holdout(con: duckdb.DuckDBPyConnection) -> None:
-    got = _run(con, "holdout", as_of=AS_OF, holdout_end=HOLDOUT_END)
-    assert got.to_dicts() == [
-        {"user_id": "u1", "item_id": "i3", "n_events": 1},
-        {"user_id": "u2", "item_id": "i2", "n_events": 1},
+    got = _run(con, "holdout", start=AS_OF, end=HOLDOUT_END, **SIGNAL)
+    # u1's i1 was seen before the window; u9 has no history: a cold user; hour 80 is after it.
+    assert got.rows() == [
+        ("u1", "i3", 1, "warm", False),
+        ("u2", "i2", 1, "warm", False),
+        ("u9", "i1", 1, "cold", False),
     ]
+    assert got.columns == ["user_id", "item_id", "n_events", "user_segment", "new_item"]
 
 
 def test_user_features(con: duckdb.DuckDBPyConnection) -> None:
@@ -120,14 +149,14 @@ def test_item_features(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_missing_parameter_names_the_file(con: duckdb.DuckDBPyConnection) -> None:
-    with pytest.raises(KeyError, match=r"holdout.sql needs parameter\(s\) \['holdout_end'\]"):
-        run_sql(con, "holdout", as_of=AS_OF)
+    with pytest.raises(KeyError, match=r"holdout.sql needs parameter\(s\) \['end'\]"):
+        run_sql(con, "holdout", start=AS_OF, min_rating=4.0)
 
 
 def test_popular_items_from_the_feature_tables(con: duckdb.DuckDBPyConnection) -> None:
     """``popular_items`` is derived in Python (one definition of popular) from these tables."""
     data = TrainingData(
-        _run(con, "interactions", as_of=AS_OF),
+        _run(con, "interactions", as_of=AS_OF, **SIGNAL),
         _run(con, "user_features", as_of=AS_OF),
         _run(con, "item_features", as_of=AS_OF),
         AS_OF,

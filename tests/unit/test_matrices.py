@@ -57,4 +57,4 @@ def test_training_matrices_do_not_depend_on_input_row_order() -> None:
         assert ma.col.tolist() == mb.col.tolist()
         assert ma.data.tolist() == mb.data.tolist()
     assert a.interactions.row.tolist() == [0, 0, 1, 3, 4]
-    assert (a.user_features != b.user_features).nnz == 0
+    assert (a.user_features - b.user_features).count_nonzero() == 0
