@@ -125,7 +125,7 @@ def segment_choice(per_user: pl.DataFrame, candidates: list[str]) -> dict[str, s
             choice[segment] = "model" if "model" in candidates else candidates[0]
             continue
         best = max(means.values())
-        choice[segment] = next(c for c in candidates if means[c] == best)
+        choice[segment] = next(c for c in candidates if means[c] >= best - 1e-12)
     return choice
 
 
