@@ -33,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the nightly flow or one stage flow")
     run.add_argument("stage", choices=STAGES)
-    run.add_argument("--as-of", type=_as_of, help="ISO date/time (UTC); nightly, features, train")
+    run.add_argument(
+        "--as-of",
+        type=_as_of,
+        help="ISO date/time (UTC), default now; nightly, features, train, score",
+    )
     run.add_argument("--force", action="store_true", help="extract: re-read unchanged files")
     run.add_argument("--since", type=date.fromisoformat, help="backfill from this date (extract)")
     run.add_argument("--until", type=date.fromisoformat, help="backfill up to this date (extract)")
