@@ -30,6 +30,7 @@ def _rss_mb() -> float:
 def _stage(name: str, preset: str, root: str, queue: Any) -> None:
     from features.signal import SignalParams
     from models.baselines import PopularityParams
+    from models.ease import EASEParams
     from models.params import LightFMParams
     from models.policy import GateParams
     from pipelines.extract import extract
@@ -80,14 +81,14 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
     elif name == "train":
         report_t = train(
             paths, tracking, params=LightFMParams(num_threads=2), signal=SignalParams(),
-            popularity=PopularityParams(), gate=GateParams(), k=10, run_id="bench", as_of=as_of,
-            window_start=as_of - timedelta(days=7),
+            popularity=PopularityParams(), ease=EASEParams(), gate=GateParams(), k=10,
+            run_id="bench", as_of=as_of, window_start=as_of - timedelta(days=7),
         )  # fmt: skip
         rows = int(report_t.metrics["model_n_users"])
         queue.put(("metrics", report_t.metrics))
     elif name == "score":
         rows = score(
-            paths, tracking, k=10, popularity=PopularityParams(), run_id="bench",
+            paths, tracking, k=10, popularity=PopularityParams(), ease=EASEParams(), run_id="bench",
             as_of=as_of, generated_at=now,
             ttl=timedelta(hours=36), num_threads=2,
         ).n_users  # fmt: skip

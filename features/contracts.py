@@ -83,7 +83,7 @@ RECOMMENDATIONS = pa.schema(
         pa.field("expires_at", TS, nullable=False),
     ]
 )
-"""One row per user_id x rank (1..K); ``source`` is model, cold_start, segment_popular or
+"""One row per user_id x rank (1..K); ``source`` is model, cold_start, ease, segment_popular or
 popular."""
 
 POPULAR_ITEMS = pa.schema(
@@ -104,7 +104,7 @@ SIMILAR_ITEMS = pa.schema(
     ]
 )
 
-RECOMMENDATION_SOURCES: Final = ("model", "cold_start", "segment_popular", "popular")
+RECOMMENDATION_SOURCES: Final = ("model", "cold_start", "ease", "segment_popular", "popular")
 
 
 def quarantine_rows(

@@ -106,7 +106,8 @@ def _train(run: Run, as_of: datetime, params: LightFMParams | None) -> TrainRepo
     s = run.settings
     report = train_task(
         s.stores(), s.tracking(), params=params or LightFMParams(num_threads=s.num_threads),
-        signal=s.signal, popularity=s.popularity, gate=s.gate, k=s.top_k, run_id=run.run_id,
+        signal=s.signal, popularity=s.popularity, ease=s.ease, gate=s.gate, k=s.top_k,
+        run_id=run.run_id,
         as_of=as_of, window_start=as_of - timedelta(days=s.holdout_days),
     )  # fmt: skip
     get_run_logger().info(
@@ -119,8 +120,8 @@ def _train(run: Run, as_of: datetime, params: LightFMParams | None) -> TrainRepo
 def _score(run: Run, as_of: datetime, plan_run_id: str | None) -> ScoreReport:
     s = run.settings
     return score_task(
-        s.stores(), s.tracking(), k=s.top_k, popularity=s.popularity, run_id=run.run_id,
-        as_of=as_of, plan_run_id=plan_run_id, generated_at=run.now,
+        s.stores(), s.tracking(), k=s.top_k, popularity=s.popularity, ease=s.ease,
+        run_id=run.run_id, as_of=as_of, plan_run_id=plan_run_id, generated_at=run.now,
         ttl=timedelta(hours=s.recs_ttl_hours), num_threads=s.num_threads,
     )  # fmt: skip
 

@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from features.signal import SignalParams
 from models.baselines import PopularityParams
+from models.ease import EASEParams
 from models.policy import GateParams
 from pipelines.sources.readers import FileSource, Source
 from pipelines.stores import Stores
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
         default_factory=SignalParams, description="How events become training signal"
     )
     gate: GateParams = Field(default_factory=GateParams, description="When a challenger wins")
+    ease: EASEParams = Field(default_factory=EASEParams, description="The EASE candidate")
     recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")
     num_threads: int = Field(2, ge=1, description="LightFM training / scoring threads")
     sources: list[Source] = Field(

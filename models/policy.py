@@ -111,21 +111,29 @@ SEGMENTS = ("warm", "cold")
 """User segments of the evaluation window: history before it, or attributes only."""
 
 
-def segment_choice(per_user: pl.DataFrame, candidates: list[str]) -> dict[str, str]:
-    """Per user segment, the candidate with the best mean precision@k over that segment's users.
-    Ties go to the candidate listed first (list the cheapest first, the model last); a segment
-    with no users keeps the model when there is one, else the first candidate."""
+def segment_choice(
+    per_user: pl.DataFrame, candidates: list[str], params: GateParams
+) -> dict[str, str]:
+    """Per user segment, what serves it: the first candidate (the default: global popularity)
+    unless another has a better mean precision@k over the segment's users *and* a paired
+    bootstrap 95% interval of its gain over the default above zero (noise does not move a
+    segment). Among such winners the best mean wins, ties to the one listed first. A segment
+    with no users keeps the model when there is one, else the default."""
     choice = {}
+    default = candidates[0]
     for segment in SEGMENTS:
         rows = per_user.filter(pl.col("user_segment") == segment)
-        means = {
-            c: series_mean(rows.filter(pl.col("candidate") == c)["precision"]) for c in candidates
-        }
         if rows.height == 0:
-            choice[segment] = "model" if "model" in candidates else candidates[0]
+            choice[segment] = "model" if "model" in candidates else default
             continue
-        best = max(means.values())
-        choice[segment] = next(c for c in candidates if means[c] >= best - 1e-12)
+        base = rows.filter(pl.col("candidate") == default).sort(C.user_id)["precision"].to_numpy()
+        best, best_mean = default, float(base.mean())
+        for c in candidates[1:]:
+            mine = rows.filter(pl.col("candidate") == c).sort(C.user_id)["precision"].to_numpy()
+            ci = paired_bootstrap(mine - base, params.n_resamples, params.seed)
+            if ci.low > 0 and ci.mean + float(base.mean()) > best_mean + 1e-12:
+                best, best_mean = c, ci.mean + float(base.mean())
+        choice[segment] = best
     return choice
 
 

@@ -12,13 +12,15 @@ from mlflow.pyfunc.model import PythonModel
 
 from models.base import Recommender
 from models.baselines import PopularityRecommender
+from models.ease import EASERecommender
 from models.lightfm_model import LightFMRecommender
 
 ARTIFACT_KEY = "recommender"
 
-KINDS: dict[str, type[LightFMRecommender] | type[PopularityRecommender]] = {
+KINDS: dict[str, type[LightFMRecommender] | type[PopularityRecommender] | type[EASERecommender]] = {
     LightFMRecommender.kind: LightFMRecommender,
     PopularityRecommender.kind: PopularityRecommender,
+    EASERecommender.kind: EASERecommender,
 }
 """Every recommender that can be saved, logged and served, by its ``kind``."""
 

@@ -12,6 +12,7 @@ import polars as pl
 from features.contracts import RECOMMENDATIONS, SIMILAR_ITEMS, C, conform
 from models.base import TrainingData
 from models.baselines import PopularityParams, PopularityRecommender, SegmentPopularity
+from models.ease import EASEParams, EASERecommender
 from models.policy import SEGMENTS, fill_to_k
 from pipelines.stores import Stores, lake, warehouse
 from pipelines.stores.serving import table_checksum
@@ -40,6 +41,7 @@ def score(
     *,
     k: int,
     popularity: PopularityParams,
+    ease: EASEParams,
     run_id: str,
     as_of: datetime,
     plan_run_id: str | None = None,
@@ -51,11 +53,11 @@ def score(
 
     Warm users (an event before ``as_of``) and cold users (attributes only) are each served by
     what won their segment in training ``plan_run_id`` (default: the last one; the warehouse's
-    ``segment_choices``): the ``@champion`` model
-    (``source`` model or cold_start), segment popularity (segment_popular) or global popularity
-    (popular). Users the model does not describe, and the slots a list cannot fill, get the
-    global popular list. Items the user had an event on before ``as_of`` and unavailable items
-    are excluded.
+    ``segment_choices``): the ``@champion`` model (``source`` model or cold_start), EASE refitted
+    on the same tables (ease), segment
+    popularity (segment_popular) or global popularity over some window (popular). Users the
+    model does not describe, and the slots a list cannot fill, get the global popular list.
+    Items the user had an event on before ``as_of`` and unavailable items are excluded.
 
     Raises:
         ValidationError: the lists fail the recommendations suite (nothing is written).
@@ -89,6 +91,22 @@ def score(
                 )
             )
             served_by_model = True
+        elif candidate == "ease":
+            item_model = EASERecommender.fit(data, ease)
+            described = group.filter(pl.Series(item_model.describes(group)))
+            parts.append(
+                item_model.recommend(
+                    described, k, exclude=seen, allowed_items=available, num_threads=num_threads
+                )
+            )
+        elif candidate.startswith("popular:"):
+            days = candidate.split(":", 1)[1]
+            other = PopularityParams(window_days=None if days == "all" else int(days))
+            parts.append(
+                PopularityRecommender.fit(data, other).recommend(
+                    group, k, exclude=seen, allowed_items=available, num_threads=num_threads
+                )
+            )
         elif candidate.startswith("segment:"):
             by_segment = SegmentPopularity.fit(data, popularity, candidate.split(":", 1)[1])
             parts.append(

@@ -1,6 +1,7 @@
 """Train stage: evaluate candidates on the run's own window, decide, and refit what serves.
 
-Candidates (the challenger configuration, the champion's, global and segment popularity) are
+Candidates (the challenger configuration, the champion's, EASE, global popularity over several
+windows and popularity within user segments) are
 fitted on events before the evaluation window (the last ``holdout_days`` before ``as_of``) and
 scored on the same window users, warm and cold. The gate (:func:`models.policy.
 promotion_decision`) decides whether the challenger's configuration replaces the champion's;
@@ -27,6 +28,7 @@ from models.baselines import (
     SegmentPopularity,
     segment_attributes,
 )
+from models.ease import EASEParams, EASERecommender
 from models.evaluate import mean_metrics, per_user_metrics
 from models.lightfm_model import LightFMRecommender, train_with_early_stopping
 from models.params import LightFMParams
@@ -34,9 +36,19 @@ from models.policy import SEGMENTS, GateParams, fill_to_k, promotion_decision, s
 from pipelines.stores import Stores, warehouse
 from pipelines.stores.tracking import Tracking, load_champion, log_training_run
 
-MODEL, BASELINE, CHAMPION = "model", "baseline", "champion"
-"""Candidate names: the challenger configuration, global popularity, the champion's
-configuration; segment popularity is ``segment:<attribute>``."""
+MODEL, BASELINE, CHAMPION, EASE = "model", "baseline", "champion", "ease"
+"""Candidate names: the challenger configuration, global popularity (the configured window), the
+champion's configuration, EASE refitted each run; popularity over another window is
+``popular:<days>`` (``popular:all`` for all history), popularity within a user segment
+``segment:<attribute>``."""
+
+POPULARITY_WINDOWS: tuple[int | None, ...] = (7, 14, 30, 90, None)
+"""Recency windows (days; None: all history) global popularity is also evaluated with."""
+
+
+def popular_name(days: int | None) -> str:
+    """The candidate name of global popularity over ``days``."""
+    return f"popular:{'all' if days is None else days}"
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,7 @@ def train(
     params: LightFMParams,
     signal: SignalParams,
     popularity: PopularityParams,
+    ease: EASEParams,
     gate: GateParams,
     k: int,
     run_id: str,
@@ -154,10 +167,23 @@ def train(
         _scored(MODEL, _as_served(challenger, window, k, threads), window, k),
         _scored(BASELINE, window.popular, window, k),
     ]
-    segments = [f"segment:{a}" for a in segment_attributes(window.data.users)]
-    for name in segments:
+    windows = [d for d in POPULARITY_WINDOWS if d != popularity.window_days]
+    for days in windows:
+        other = PopularityParams(window_days=days)
+        recs = PopularityRecommender.fit(window.data, other).recommend(
+            window.users, k, exclude=window.seen
+        )
+        frames.append(_scored(popular_name(days), recs, window, k))
+    segments = [popular_name(d) for d in windows]
+    segments += [f"segment:{a}" for a in segment_attributes(window.data.users)]
+    for name in segments[len(windows) :]:
         seg = SegmentPopularity.fit(window.data, popularity, name.split(":", 1)[1])
         frames.append(_scored(name, seg.recommend(window.users, k, exclude=window.seen), window, k))
+    others = list(segments)
+    if window.data.items.height <= ease.max_items:
+        item_model = EASERecommender.fit(window.data, ease)
+        frames.append(_scored(EASE, _as_served(item_model, window, k, threads), window, k))
+        others.append(EASE)
     champion = load_champion(tracking)
     champion_params = getattr(champion.recommender, "params", None) if champion else None
     if isinstance(champion_params, LightFMParams):
@@ -180,8 +206,8 @@ def train(
     else:
         serving_params = None
     serving_name = MODEL if decision.promote else CHAMPION
-    candidates = [BASELINE, *segments] + ([serving_name] if serving_params else [])
-    won = segment_choice(per_user, candidates)  # by candidate, for the metrics behind it
+    candidates = [BASELINE, *others] + ([serving_name] if serving_params else [])
+    won = segment_choice(per_user, candidates, gate)  # by candidate, for the metrics behind it
     serving = {s: (MODEL if c == serving_name else c) for s, c in won.items()}
     interactions, users, items = warehouse.read_tables(
         stores.warehouse, "interactions", "user_features", "item_features"
@@ -201,6 +227,7 @@ def train(
             **{f"lightfm_{k_}": v for k_, v in refit_params.model_dump().items()},
             **{f"signal_{k_}": v for k_, v in signal.model_dump().items()},
             **{f"gate_{k_}": v for k_, v in gate.model_dump().items()},
+            **{f"ease_{k_}": v for k_, v in ease.model_dump().items()},
             "popularity_window_days": popularity.window_days,
             "as_of": as_of.isoformat(),
             "window_start": window_start.isoformat(),

@@ -106,14 +106,27 @@ class ServingStore:
             conn.close()
 
 
+SQLITE_TS = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""How SQLite stores a UTC timestamp: ISO-8601 text its date functions read
+(``julianday('2026-11-24T18:50:49.668733Z')``)."""
+
+
+def _iso_text(column: pa.ChunkedArray) -> pa.Array:
+    """Timestamps as :data:`SQLITE_TS` text. Each distinct value is formatted once in Python:
+    the serving columns hold one or two values over millions of rows, and ``pc.strftime`` over
+    all of them costs seconds (and prints Arrow's fractional seconds after its own ``%S``)."""
+    distinct = pc.unique(column)
+    text = pa.array(
+        [None if v is None else v.strftime(SQLITE_TS) for v in distinct.to_pylist()], pa.string()
+    )
+    return pc.take(text, pc.index_in(column, value_set=distinct))
+
+
 def _for_store(store: ServingStore, table: pa.Table) -> pa.Table:
     if store.dialect != "sqlite":
         return table
     # SQLite has no timestamp type: store UTC timestamps as ISO-8601 text.
-    columns = [
-        pc.strftime(col, format="%Y-%m-%dT%H:%M:%S.%fZ") if pa.types.is_timestamp(col.type) else col
-        for col in table.columns
-    ]
+    columns = [_iso_text(col) if pa.types.is_timestamp(col.type) else col for col in table.columns]
     return pa.table(columns, names=table.column_names)
 
 
@@ -215,7 +228,7 @@ def publish_recommendations(
 
 
 def _ts(store: ServingStore, value: datetime) -> Any:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if store.dialect == "sqlite" else value
+    return value.strftime(SQLITE_TS) if store.dialect == "sqlite" else value
 
 
 def _exists(store: ServingStore, cur: Any, table: str) -> bool:

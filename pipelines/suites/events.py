@@ -262,11 +262,18 @@ def daily_volume_suite(params: ValidationParams) -> gx.ExpectationSuite:
     return suite
 
 
-def new_day_volumes(batch: pl.DataFrame, history_dates: frozenset[date]) -> pl.DataFrame:
-    """One row per event date of ``batch`` not already in the clean history: its event count.
-    Dates already in history only receive late events, which say nothing about volume."""
-    days = batch.group_by(pl.col(C.event_ts).dt.date().alias("day")).agg(pl.len().alias("n_events"))
-    return days.filter(~pl.col("day").is_in(sorted(history_dates))).sort("day")
+def new_day_volumes(
+    rows: pl.DataFrame, history_dates: frozenset[date], complete_before: datetime | None = None
+) -> pl.DataFrame:
+    """One row per event date of ``rows`` (the batch's rows that pass the row rules) not already
+    in the clean history: its event count. Dates already in history only receive late events,
+    which say nothing about volume; a date not over by ``complete_before`` (today, at 02:00) is
+    still filling up. Rows a row rule quarantines (a defect dated 2199) never make a day."""
+    days = rows.group_by(pl.col(C.event_ts).dt.date().alias("day")).agg(pl.len().alias("n_events"))
+    days = days.filter(~pl.col("day").is_in(sorted(history_dates)))
+    if complete_before is not None:
+        days = days.filter(pl.col("day") < complete_before.date())
+    return days.sort("day")
 
 
 @dataclass(frozen=True)
@@ -344,13 +351,6 @@ def validate_events(
     outcomes = run_expectations(
         to_gx_frame(shown), lambda: events_suite(params, _shares(shown)), gx_root
     )
-    if params.trailing_daily_volume and history_dates is not None and C.event_ts in shown.columns:
-        volumes = new_day_volumes(shown, history_dates)
-        if volumes.height:
-            outcomes += run_expectations(
-                volumes.to_pandas(), lambda: daily_volume_suite(params), gx_root
-            )
-    failures = [describe(o) for o in outcomes if not o.success]
     schema_ok = set(EVENTS.names) <= set(frame.columns)
     if schema_ok:
         labelled = split_rows(flagged, params).drop(flags)
@@ -360,6 +360,24 @@ def validate_events(
         # A schema change quarantines nothing row by row: the whole batch is refused.
         quarantined = frame.with_columns(pl.lit("schema_mismatch").alias(C.reason))
         clean = frame.clear()
+    failures = [describe(o) for o in outcomes if not o.success]
+    volume = params.trailing_daily_volume
+    if volume and history_dates is not None and schema_ok:
+        days = new_day_volumes(clean, history_dates, complete_before=params.window_end)
+        if days.height:
+            checked = run_expectations(
+                days.to_pandas(), lambda: daily_volume_suite(params), gx_root
+            )
+            outcomes += checked
+            failures += [describe(o) for o in checked if not o.success]
+            if not all(o.success for o in checked):
+                floor = params.thresholds.min_volume_ratio * volume
+                failures += [
+                    f"day {day} has {n} valid events, fewer than min_volume_ratio "
+                    f"{params.thresholds.min_volume_ratio} x the trailing daily volume "
+                    f"{volume:.0f} ({floor:.0f}): a partial export? (check daily_volume)"
+                    for day, n in days.filter(pl.col("n_events") < floor).iter_rows()
+                ]
     share = quarantined.height / frame.height if frame.height else 0.0
     if share > params.thresholds.max_quarantine_share:
         failures.append(

@@ -82,7 +82,7 @@ def test_each_segment_goes_to_its_best_candidate_ties_to_the_first() -> None:
         },
         ["warm", "warm", "cold", "cold"],
     )
-    assert segment_choice(table, ["baseline", "segment:gender", "model"]) == {
+    assert segment_choice(table, ["baseline", "segment:gender", "model"], GATE) == {
         "warm": "model",
         "cold": "baseline",
     }
@@ -90,5 +90,16 @@ def test_each_segment_goes_to_its_best_candidate_ties_to_the_first() -> None:
 
 def test_a_segment_without_users_keeps_the_model() -> None:
     table = _table({"baseline": [0.2], "model": [0.1]}, ["warm"])
-    assert segment_choice(table, ["baseline", "model"]) == {"warm": "baseline", "cold": "model"}
-    assert segment_choice(table, ["baseline"]) == {"warm": "baseline", "cold": "baseline"}
+    assert segment_choice(table, ["baseline", "model"], GATE) == {
+        "warm": "baseline",
+        "cold": "model",
+    }
+    assert segment_choice(table, ["baseline"], GATE) == {"warm": "baseline", "cold": "baseline"}
+
+
+def test_a_noisy_segment_win_keeps_the_default() -> None:
+    # segment:x has the better mean on warm users (0.15 vs 0.10), carried by one user.
+    table = _table(
+        {"baseline": [0.1, 0.1, 0.1, 0.1], "segment:x": [0.5, 0.0, 0.0, 0.1]}, ["warm"] * 4
+    )
+    assert segment_choice(table, ["baseline", "segment:x"], GATE)["warm"] == "baseline"

@@ -24,7 +24,7 @@ def _variables() -> set[str]:
 def test_configuration_table_lists_every_setting() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `RECS_([A-Z_]+)` \|", table, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `RECS_([A-Z0-9_]+)` \|", table, flags=re.MULTILINE))
     assert documented == _variables()
 
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from features.contracts import RECOMMENDATION_SOURCES
 from features.matrices import training_matrices
 from models.base import Recommender, TrainingData
 from models.baselines import PopularityRecommender
+from models.ease import EASEParams, EASERecommender
 from models.evaluate import ranking_metrics
 from models.lightfm_model import LightFMRecommender, train_lightfm
 from models.params import LightFMParams
@@ -108,7 +110,7 @@ class RecommenderContract:
         assert per_user["item_id"].to_list() == [5] * users.height
         seen = recs.join(inter, on=["user_id", "item_id"], how="inner")
         assert seen.height == 0
-        assert set(recs["source"]) <= {"model", "cold_start", "popular"}
+        assert set(recs["source"]) <= set(RECOMMENDATION_SOURCES)
 
     def test_allowed_items_restricts_the_lists(self) -> None:
         allowed = pl.Series([f"i{i}" for i in range(10)])
@@ -138,6 +140,23 @@ class TestLightFM(RecommenderContract):
 class TestPopularity(RecommenderContract):
     def make(self) -> Recommender:
         return _popularity()
+
+
+class TestEASE(RecommenderContract):
+    def make(self) -> Recommender:
+        inter, users, items = _data()
+        return EASERecommender.fit(TrainingData(inter, users, items), EASEParams(l2=10.0))
+
+
+def test_ease_recommends_the_users_taste_group() -> None:
+    inter, users, items = _data()
+    model = EASERecommender.fit(TrainingData(inter, users, items), EASEParams(l2=10.0))
+    recs = model.recommend(_users("u0", "u1"), 5, exclude=inter)
+    group = recs.with_columns(
+        low=pl.col("item_id").str.slice(1).cast(int) < 15, even=pl.col("user_id") == "u0"
+    )
+    assert group.select((pl.col("low") == pl.col("even")).mean()).item() == 1.0
+    assert model.describes(_users("u0", "new_us")).tolist() == [True, False]
 
 
 def test_popularity_ranks_by_distinct_users_ties_by_item_id() -> None:

@@ -131,3 +131,20 @@ def test_failed_publish_leaves_the_previous_version_serving(store: ServingStore)
 def test_reading_before_any_publish_says_what_to_run(store: ServingStore) -> None:
     with pytest.raises(LookupError, match="recs run nightly"):
         read_recommendations(store, "a")
+
+
+def test_sqlite_timestamps_are_read_by_its_date_functions(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = ServingStore(f"sqlite:///{tmp_path / 'serving.sqlite'}")
+    _publish(store, recs_table(["a"], 2), "1")
+    with sqlite3.connect(tmp_path / "serving.sqlite") as db:
+        rows = db.execute(
+            "select generated_at, julianday(generated_at), julianday(expires_at) "
+            "from recommendations"
+        ).fetchall()
+        (published,) = db.execute("select julianday(published_at) from publications").fetchone()
+    assert rows[0][0] == "2026-11-01T03:00:00.000000Z"
+    assert rows[0][1] == pytest.approx(2461345.625)  # 2026-11-01 03:00 UTC
+    assert rows[0][2] - rows[0][1] == pytest.approx(1.5)  # 36 hours later
+    assert published == pytest.approx(2461345.625)

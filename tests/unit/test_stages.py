@@ -19,6 +19,7 @@ from features.contracts import ContractError
 from features.signal import SignalParams
 from models.base import TrainingData
 from models.baselines import PopularityParams
+from models.ease import EASEParams
 from models.lightfm_model import LightFMRecommender
 from models.params import LightFMParams
 from models.policy import GateParams
@@ -73,15 +74,15 @@ def _prepare(world: World, as_of: datetime | None = None) -> FeaturesReport:
 
 def _score(world: World, as_of: datetime, run_id: str) -> ScoreReport:
     return score(
-        world.stores, world.tracking, k=K, popularity=POPULARITY, run_id=run_id, as_of=as_of,
-        generated_at=AT, ttl=timedelta(hours=1), num_threads=1,
+        world.stores, world.tracking, k=K, popularity=POPULARITY, ease=EASEParams(),
+        run_id=run_id, as_of=as_of, generated_at=AT, ttl=timedelta(hours=1), num_threads=1,
     )  # fmt: skip
 
 
 def _train(world: World, as_of: datetime) -> TrainReport:
     return train(
         world.stores, world.tracking, params=PARAMS, signal=SIGNAL, popularity=POPULARITY,
-        gate=GateParams(), k=K, run_id="t", as_of=as_of,
+        ease=EASEParams(), gate=GateParams(), k=K, run_id="t", as_of=as_of,
         window_start=as_of - timedelta(days=HOLDOUT_DAYS),
     )  # fmt: skip
 

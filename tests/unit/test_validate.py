@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -155,6 +155,43 @@ def test_volume_drop_against_the_trailing_week(n_new_day: int, passes: bool) -> 
     assert result.success is passes
     if not passes:
         assert any("on column 'n_events'" in f for f in result.failures)
+        day = (T0 + timedelta(days=7)).date()
+        assert any(f.startswith(f"day {day} has 10 valid events") for f in result.failures)
+
+
+def test_a_day_with_90_percent_less_volume_fails_naming_that_day() -> None:
+    history = frozenset((T0 + timedelta(days=d)).date() for d in range(7))
+    batch = pl.concat([_day(7, 100), _day(8, 10), _day(9, 100)])
+    params = _params().model_copy(update={"trailing_daily_volume": 100.0})
+    result = validate_events(batch, params, history_dates=history)
+    assert not result.success
+    named = [f for f in result.failures if f.startswith("day ")]
+    assert len(named) == 1
+    assert named[0].startswith(f"day {(T0 + timedelta(days=8)).date()} has 10 valid events")
+
+
+def test_future_dated_defects_are_quarantined_and_make_no_day() -> None:
+    history = frozenset((T0 + timedelta(days=d)).date() for d in range(7))
+    future = _day(7, 1).with_columns(
+        pl.lit(datetime(2199, 1, 1, tzinfo=UTC)).alias("event_ts"), pl.lit("f").alias("event_id")
+    )
+    batch = pl.concat([_day(7, 100), future])
+    params = _params().model_copy(update={"trailing_daily_volume": 100.0})
+    result = validate_events(batch, params, history_dates=history)
+    assert result.success, result.failures  # 2199-01-01 is no day with 1 event
+    assert result.counts_by_reason() == {"future_timestamp": 1}
+
+
+def test_a_day_still_in_progress_is_not_judged_on_volume() -> None:
+    history = frozenset((T0 + timedelta(days=d)).date() for d in range(7))
+    params = _params().model_copy(
+        update={
+            "trailing_daily_volume": 100.0,
+            "window_end": T0 + timedelta(days=7, hours=2),  # the nightly at 02:00
+        }
+    )
+    today = _day(7, 5).with_columns(pl.col("event_ts").dt.truncate("1d"))  # two hours' worth
+    assert validate_events(today, params, history_dates=history).success
 
 
 def test_file_context_keeps_the_suite_and_builds_data_docs(tmp_path: Path) -> None:
