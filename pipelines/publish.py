@@ -67,4 +67,5 @@ def publish(
         row = {k: [v] for k, v in asdict(report).items()}
         row["published_at"] = [clock()]
         warehouse.append(con, "publications", pa.table(row))
+        warehouse.publish_views(con, recommendations)
     return report

@@ -1,11 +1,20 @@
 """The analysts' warehouse (DuckDB file): append-only history tables and rebuilt feature tables.
 
-DuckDB allows one writing process per file; every function here opens the file, writes and closes,
-so a flow never holds it between stages. Every SQL statement on the warehouse lives here.
+DuckDB allows one writing process per file, and a writer fails while any other process holds the
+file open. So the engine writes ``warehouse.duckdb`` and, after every write, publishes a read
+copy beside it (``warehouse.read.duckdb``: written aside, renamed into place) that analysts open
+instead: a session on the copy keeps reading the version it opened while the next one is
+swapped in, and never blocks the night. Every open of either file retries lock errors with
+backoff. Every function here opens the file, writes and closes, so a flow never holds it between
+stages. Every SQL statement on the warehouse lives here.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,17 +24,67 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+LOCK_TIMEOUT_S = 120.0
+"""How long an open waits for another process's lock before it gives up."""
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process held the warehouse file for longer than the timeout."""
+
+
+def read_copy_path(path: Path) -> Path:
+    """The analysts' copy of the warehouse at ``path`` (``warehouse.read.duckdb``)."""
+    return path.with_name(f"{path.stem}.read{path.suffix}")
+
+
+def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """Open with retries: a lock held by another process (an analyst's session, a reader that
+    opens and closes in a loop) is waited out with exponential backoff up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() + delay > deadline:
+                raise WarehouseBusyError(
+                    f"{path}: still locked by another process after {timeout_s:.0f} s "
+                    f"(analysts should open {read_copy_path(path).name}): {exc}"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
 
 @contextmanager
-def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection to the warehouse file in UTC, closed on exit."""
+def connect(
+    path: Path, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the warehouse file in UTC, closed on exit; after a writing connection
+    closes, the analysts' read copy is refreshed (:func:`publish_read_copy`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = _open(path, read_only, timeout_s)
     try:
         con.execute("set TimeZone = 'UTC'")
         yield con
     finally:
         con.close()
+    if not read_only:
+        publish_read_copy(path)
+
+
+def publish_read_copy(path: Path) -> Path:
+    """Copy the (closed, checkpointed) warehouse aside and rename it over the read copy in one
+    step: readers see the previous copy or this one, never a partial file."""
+    target = read_copy_path(path)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
@@ -101,8 +160,10 @@ def watermarks(con: duckdb.DuckDBPyConnection) -> dict[str, datetime]:
 
 
 def quarantine_summary(path: Path) -> pa.Table | None:
-    """Quarantined records by stage and reason (None when nothing was ever quarantined)."""
-    with connect(path, read_only=True) as con:
+    """Quarantined records by stage and reason (None when nothing was ever quarantined), from
+    the read copy when there is one (a run may be writing the warehouse)."""
+    copy = read_copy_path(path)
+    with connect(copy if copy.exists() else path, read_only=True) as con:
         if not table_exists(con, "quarantine"):
             return None
         return con.sql(
@@ -169,3 +230,51 @@ def require_features_for(path: Path, as_of: datetime) -> None:
             f"{path}: the feature tables are for as_of {have}, not {as_of.isoformat()}; "
             f"run `recs run features --as-of {as_of.isoformat()}` first"
         )
+
+
+TABLE_COMMENTS = {
+    "quarantine": "One row per rejected record: stage, reason, source, line, event id, raw text.",
+    "extractions": "One row per extracted file or database window: checksum or watermarks, counts.",
+    "validation_runs": "One row per validation: rows in, clean, quarantined; failed expectations.",
+    "quarantine_releases": "One row per quarantined record released into the clean zone.",
+    "interactions": "One row per user_id x item_id with an event before the run's as_of.",
+    "user_features": "One row per user_id: catalog attributes and history counts as of as_of.",
+    "item_features": "One row per item_id: catalog attributes, availability, users before as_of.",
+    "popular_items": "One row per segment x rank: popular available items before as_of.",
+    "eval_interactions": "interactions as of the evaluation window's start.",
+    "eval_user_features": "user_features as of the evaluation window's start.",
+    "eval_item_features": "item_features as of the evaluation window's start.",
+    "holdout": "The evaluation window's truth: one row per user_id x item_id first liked in it.",
+    "feature_runs": "One row per feature build: as_of, window start, rows per table.",
+    "segment_choices": "One row per run x user segment: the candidate serving it and its P@K.",
+    "publications": "One row per publish: run, model version, users, rows, checksum.",
+    "recommendations": "The latest published lists: one row per user_id x rank (a view).",
+    "recommendations_with_items": "recommendations joined to item_features (a view).",
+}
+"""The data dictionary, kept in the database itself (``COMMENT ON``)."""
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def publish_views(con: duckdb.DuckDBPyConnection, scored: Path) -> None:
+    """Point ``recommendations`` (and ``recommendations_with_items``) at the published lists, and
+    write every table's comment."""
+    con.execute(
+        "create or replace view recommendations as "
+        f"select * from read_parquet({_literal(str(scored.resolve()))})"
+    )
+    if table_exists(con, "item_features"):
+        con.execute(
+            "create or replace view recommendations_with_items as "
+            "select r.*, i.* exclude (item_id) from recommendations r "
+            "left join item_features i using (item_id)"
+        )
+    kinds = dict(
+        con.execute("select table_name, table_type from information_schema.tables").fetchall()
+    )
+    for name, comment in TABLE_COMMENTS.items():
+        if name in kinds:
+            kind = "view" if kinds[name] == "VIEW" else "table"
+            con.execute(f'comment on {kind} "{name}" is {_literal(comment)}')

@@ -149,6 +149,17 @@ def test_score_and_publish_with_the_champion(
         (similar,) = db.execute("select count(*) from similar_items").fetchone()
     assert rows == K * report.n_users
     assert similar > 0
+    # analysts see the published lists in the read copy, with item attributes and comments
+    copy = warehouse.read_copy_path(world.stores.warehouse)
+    with warehouse.connect(copy, read_only=True) as con:
+        (n,) = con.execute("select count(*) from recommendations_with_items").fetchall()[0]
+        comments = dict(
+            con.execute(
+                "select table_name, comment from duckdb_tables() where comment is not null"
+            ).fetchall()
+        )
+    assert n == K * report.n_users
+    assert comments["publications"].startswith("One row per publish")
 
 
 def test_publish_refuses_lists_changed_after_validation(
