@@ -167,7 +167,9 @@ def _references(
     )
     ds = Dataset()
     user_feats = [
-        f"{c}={v}" for c in ("gender", "age_band", "occupation") for v in users_cat[c].unique()
+        f"{c}={v}"
+        for c in ("gender", "age_band", "occupation")
+        for v in users_cat[c].unique().sort()
     ]
     item_feats = sorted({f"genre={g}" for gs in items_cat["genres"] for g in gs})
     ds.fit(all_users, items, user_features=user_feats, item_features=item_feats)

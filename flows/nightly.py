@@ -7,7 +7,9 @@ can run or backfill one stage from the UI or ``recs run <stage>``.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -102,13 +104,15 @@ def _features(run: Run, as_of: datetime) -> FeaturesReport:
     )  # fmt: skip
 
 
-def _train(run: Run, as_of: datetime, params: LightFMParams | None) -> TrainReport:
+def _train(
+    run: Run, as_of: datetime, params: LightFMParams | None, serve: bool = True
+) -> TrainReport:
     s = run.settings
     report = train_task(
         s.stores(), s.tracking(), params=params or LightFMParams(num_threads=s.num_threads),
         signal=s.signal, popularity=s.popularity, ease=s.ease, gate=s.gate, k=s.top_k,
         run_id=run.run_id,
-        as_of=as_of, window_start=as_of - timedelta(days=s.holdout_days),
+        as_of=as_of, window_start=as_of - timedelta(days=s.holdout_days), serve=serve,
     )  # fmt: skip
     get_run_logger().info(
         "model version %s (%d epochs): %s; serving %s",
@@ -117,12 +121,14 @@ def _train(run: Run, as_of: datetime, params: LightFMParams | None) -> TrainRepo
     return report
 
 
-def _score(run: Run, as_of: datetime, plan_run_id: str | None) -> ScoreReport:
+def _score(
+    run: Run, as_of: datetime, plan_run_id: str | None, model_version: str | None = None
+) -> ScoreReport:
     s = run.settings
     return score_task(
         s.stores(), s.tracking(), k=s.top_k, popularity=s.popularity, ease=s.ease,
-        run_id=run.run_id, as_of=as_of, plan_run_id=plan_run_id, generated_at=run.now,
-        ttl=timedelta(hours=s.recs_ttl_hours), num_threads=s.num_threads,
+        run_id=run.run_id, as_of=as_of, plan_run_id=plan_run_id, model_version=model_version,
+        generated_at=run.now, ttl=timedelta(hours=s.recs_ttl_hours), num_threads=s.num_threads,
     )  # fmt: skip
 
 
@@ -209,6 +215,7 @@ def nightly_flow(
     params: LightFMParams | None = None,
     since: date | None = None,
     until: date | None = None,
+    publish_lists: bool = True,
 ) -> dict[str, Any]:
     """The nightly run: extract -> validate -> features -> train -> score -> publish.
 
@@ -221,18 +228,35 @@ def nightly_flow(
         params: LightFM hyperparameters (default: ``LightFMParams()`` on ``num_threads`` threads).
         since: backfill: re-extract data from this date (inclusive).
         until: backfill: re-extract data up to this date (inclusive).
+        publish_lists: swap the lists into the serving store and make the refit ``@champion``
+            (a backfill of a past night sets False: its lists stay in the lake under its run id,
+            its model is registered without the alias, and tonight's keep serving).
+
+    Returns:
+        The stage reports by stage, and ``timings``: seconds per stage.
     """
     run = Run.start()
     reports: dict[str, Any] = {}
-    reports["extract"] = _extract(run, force_extract, since, until)
-    reports["validate"] = _validate(run, None)
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, step: Callable[[], Any]) -> None:
+        start = time.perf_counter()
+        reports[stage] = step()
+        timings[stage] = time.perf_counter() - start
+
+    timed("extract", lambda: _extract(run, force_extract, since, until))
+    timed("validate", lambda: _validate(run, None))
     resolved = resolve_as_of(run, as_of)
-    reports["features"] = _features(run, resolved)
-    reports["train"] = _train(run, resolved, params)
-    reports["score"] = _score(run, resolved, run.run_id)
-    reports["publish"] = _publish(run, reports["score"].path)
+    timed("features", lambda: _features(run, resolved))
+    timed("train", lambda: _train(run, resolved, params, serve=publish_lists))
+    timed(
+        "score",
+        lambda: _score(run, resolved, run.run_id, reports["train"].serving_version),
+    )
+    if publish_lists:
+        timed("publish", lambda: _publish(run, reports["score"].path))
     create_markdown_artifact(
         summaries.nightly(reports), key="nightly-summary",
         description="Counts and metrics of the run",
     )  # fmt: skip
-    return reports
+    return {**reports, "timings": timings}

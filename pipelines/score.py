@@ -16,7 +16,7 @@ from models.ease import EASEParams, EASERecommender
 from models.policy import SEGMENTS, fill_to_k
 from pipelines.stores import Stores, lake, warehouse
 from pipelines.stores.serving import table_checksum
-from pipelines.stores.tracking import Tracking, load_champion
+from pipelines.stores.tracking import Tracking, load_champion, load_version
 from pipelines.suites.recommendations import validate_recommendations
 from pipelines.suites.runner import ValidationError
 
@@ -45,6 +45,7 @@ def score(
     run_id: str,
     as_of: datetime,
     plan_run_id: str | None = None,
+    model_version: str | None = None,
     generated_at: datetime,
     ttl: timedelta,
     num_threads: int,
@@ -57,7 +58,8 @@ def score(
     on the same tables (ease), segment
     popularity (segment_popular) or global popularity over some window (popular). Users the
     model does not describe, and the slots a list cannot fill, get the global popular list.
-    Items the user had an event on before ``as_of`` and unavailable items are excluded.
+    Items the user had an event on before ``as_of`` and unavailable items are excluded. The
+    model is ``model_version`` when given (the one this run refitted), else ``@champion``.
 
     Raises:
         ValidationError: the lists fail the recommendations suite (nothing is written).
@@ -72,7 +74,7 @@ def score(
     popular = PopularityRecommender.fit(data, popularity).recommend(
         users, k, exclude=seen, allowed_items=available, num_threads=num_threads
     )
-    champion = load_champion(tracking)
+    champion = load_version(tracking, model_version) if model_version else load_champion(tracking)
     plan = warehouse.serving_plan(stores.warehouse, plan_run_id) or dict.fromkeys(SEGMENTS, "model")
     warm = pl.col(C.user_id).is_in(interactions[C.user_id].unique().implode())
     groups = {"warm": users.filter(warm), "cold": users.filter(~warm)}

@@ -57,6 +57,7 @@ class TrainReport:
 
     mlflow_run_id: str
     model_version: str
+    serving_version: str | None  # the registered version that serves (None: popularity does)
     promoted: bool
     decision: str
     serving: dict[str, str]
@@ -132,8 +133,11 @@ def train(
     run_id: str,
     as_of: datetime,
     window_start: datetime,
+    serve: bool = True,
 ) -> TrainReport:
-    """Evaluate, decide, refit and register (module docstring).
+    """Evaluate, decide, refit and register (module docstring). With ``serve`` the refit
+    becomes ``@champion``; a backfill of a past night passes False (its refit is registered,
+    and used by its own scoring, but tonight's champion keeps the alias).
 
     Raises:
         ValueError: there are no positive interactions before the window or before ``as_of``.
@@ -245,12 +249,13 @@ def train(
             "champion_version": champion.version if champion else "none",
             **{f"serve_{s}": c for s, c in serving.items()},
         },
-        promote=serving_params is not None,
+        promote=serve and serving_params is not None,
     )
     _record_choice(stores, run_id, as_of, serving, won, metrics, k)
     return TrainReport(
-        logged.run_id, logged.version, decision.promote, decision.reason, serving, epochs, metrics
-    )
+        logged.run_id, logged.version, logged.version if serving_params else None,
+        decision.promote, decision.reason, serving, epochs, metrics,
+    )  # fmt: skip
 
 
 def _record_choice(

@@ -60,6 +60,10 @@ _PUBLICATIONS_DDL = (
 )
 
 
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+"""How long a SQLite connection waits for another's lock instead of failing at once."""
+
+
 @dataclass(frozen=True)
 class ServingStore:
     """Where the serving tables live: ``sqlite:///<path>`` or ``postgresql://...``."""
@@ -91,11 +95,15 @@ class ServingStore:
 
             path = Path(self.url.removeprefix("sqlite:///"))
             path.parent.mkdir(parents=True, exist_ok=True)
-            # journal_mode is stored in the file, and cannot change inside a transaction:
-            # set it on a short autocommitting connection first.
-            with sqlite.connect(str(path), autocommit=True) as setup, setup.cursor() as cur:
-                cur.execute("pragma journal_mode = wal")
+            if not path.exists():
+                # journal_mode is stored in the file: set once, when the file is created (setting
+                # it on every connection takes a lock that readers collide with), and outside a
+                # transaction, on a short autocommitting connection.
+                with sqlite.connect(str(path), autocommit=True) as setup, setup.cursor() as cur:
+                    cur.execute("pragma journal_mode = wal")
             conn = sqlite.connect(str(path))
+            with conn.cursor() as cur:
+                cur.execute(f"pragma busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         else:
             import adbc_driver_postgresql.dbapi as postgresql
 

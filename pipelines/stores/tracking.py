@@ -90,10 +90,22 @@ def load_champion(tracking: Tracking) -> Champion | None:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    model = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}@{CHAMPION}")
+    return _load(tracking, str(version.version), str(version.run_id))
+
+
+def load_version(tracking: Tracking, version: str) -> Champion:
+    """One registered version and its recommender (a backfill scores with the model its own run
+    refitted, not with tonight's champion)."""
+    tracking.activate()
+    found = MlflowClient().get_model_version(tracking.model_name, version)
+    return _load(tracking, str(found.version), str(found.run_id))
+
+
+def _load(tracking: Tracking, version: str, run_id: str) -> Champion:
+    model = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/{version}")
     python_model = model.unwrap_python_model()
     assert isinstance(python_model, RecommenderModel)
-    return Champion(str(version.version), str(version.run_id), python_model.recommender)
+    return Champion(version, run_id, python_model.recommender)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from typing import Any
 import duckdb
 import pytest
 
+from features.contracts import RECOMMENDATION_SOURCES
+
 pytestmark = pytest.mark.slow
 
 AS_OF = datetime(2026, 10, 15, tzinfo=UTC)  # the night after the tiny preset's last day
@@ -107,7 +109,7 @@ def test_serving_table_has_k_unseen_items_for_every_user_with_history(
         ).fetchone()
     assert n_items > 0
     assert n_rows == 10 * n_items
-    assert {s for *_, s in rows} <= {"model", "cold_start", "segment_popular", "popular"}
+    assert {s for *_, s in rows} <= set(RECOMMENDATION_SOURCES)
 
 
 def test_mlflow_holds_the_run_metrics_and_champion(
@@ -157,12 +159,13 @@ def test_cli_recommend_reads_the_serving_store(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with _serving(env) as db:
-        (user,) = db.execute(
-            "select user_id from recommendations where source = 'model' limit 1"
+        user, source = db.execute(
+            "select user_id, max(source) from recommendations where source <> 'popular' "
+            "group by user_id having count(distinct source) = 1 order by user_id limit 1"
         ).fetchone()
     from flows.cli import main
 
     assert main(["recommend", user]) == 0
     out = capsys.readouterr().out
-    assert f"recommendations for {user} (model)" in out
-    assert len([line for line in out.splitlines() if line.strip().endswith("model")]) == 10
+    assert f"recommendations for {user} ({source})" in out
+    assert len([line for line in out.splitlines() if line.strip().endswith(source)]) == 10

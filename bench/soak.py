@@ -1,0 +1,231 @@
+"""The soak: the scheduled nightly, night after night, with readers on both stores.
+
+A world is generated (a preset of the synthetic generator); its first days land at once, then
+each night one more day's export lands (new users and items arrive through the catalogs' signup
+and release dates; the usual defect share, 2199-dated rows included) and the nightly runs at
+02:00 after that day. Midway, a retrain-only run (features + train at the same ``as_of``) and a
+three-night backfill of past nights (lists kept in the lake, not published over tonight's).
+Throughout, one process reads the serving store (a connection per read, a random user each time)
+and another the warehouse's read copy. Prints one row per night. Nothing is asserted here;
+``tests/flows/test_soak.py`` runs three nights on ``tiny``.
+
+Run: ``python -m bench.soak --preset demo --nights 14``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+READ_SERVING = """
+import random, sqlite3, sys, time
+from pathlib import Path
+path, stop = sys.argv[1], Path(sys.argv[2])
+reads = errors = 0
+while not stop.exists():
+    if Path(path).exists():
+        try:
+            db = sqlite3.connect(path, timeout=10)
+            users = db.execute("select user_id from recommendations limit 50").fetchall()
+            if users:
+                u = random.choice(users)[0]
+                rows = db.execute(
+                    "select item_id from recommendations where user_id = ? order by rank", (u,)
+                ).fetchall()
+                assert rows, u
+            db.close()
+            reads += 1
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                errors += 1
+                print(exc, file=sys.stderr)
+    time.sleep(0.2)
+print(reads, errors)
+"""
+
+READ_WAREHOUSE = """
+import sys, time, duckdb
+from pathlib import Path
+path, stop = sys.argv[1], Path(sys.argv[2])
+reads = errors = 0
+while not stop.exists():
+    if Path(path).exists():
+        try:
+            con = duckdb.connect(path, read_only=True)
+            con.execute("select count(*) from information_schema.tables").fetchall()
+            con.close()
+            reads += 1
+        except Exception as exc:
+            errors += 1
+            print(exc, file=sys.stderr)
+    time.sleep(0.5)
+print(reads, errors)
+"""
+
+
+@dataclass
+class Night:
+    """One row of the soak's table."""
+
+    night: str
+    kind: str
+    outcome: str
+    rows_in: int = 0
+    quarantined: int = 0
+    decision: str = ""
+    published: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _reveal(world: Path, landing: Path, day: date) -> None:
+    name = f"events-{day.isoformat()}.jsonl.gz"
+    shutil.copy(world / "events" / name, landing / "events" / name)
+
+
+def _decision(train: Any) -> str:
+    if train.promoted:
+        return f"promoted v{train.model_version}"
+    return f"kept ({train.decision.split(':', 1)[0]}) v{train.model_version}"
+
+
+def run_soak(
+    preset: str, nights: int, root: Path, seed: int = 42
+) -> tuple[list[Night], dict[str, tuple[int, int]]]:
+    """Run ``nights`` nights in ``root``; the rows and (reads, errors) per reader."""
+    from flows.nightly import features_flow, train_flow
+    from pipelines.sources.synthetic import PRESETS, write_landing
+
+    params = PRESETS[preset].model_copy(update={"seed": seed})
+    world = root / "world"
+    write_landing(params, world)
+    data = root / "data"
+    landing = data / "landing"
+    (landing / "events").mkdir(parents=True)
+    for name in ("users.csv", "items.csv"):
+        shutil.copy(world / name, landing / name)
+    if not 1 <= nights < params.days:
+        raise ValueError(f"nights: expected 1..{params.days - 1} for preset {preset!r}")
+    first = params.days - nights + 1  # days landed before the first night
+    days = [params.start + timedelta(days=d) for d in range(params.days)]
+    for day in days[:first]:
+        _reveal(world, landing, day)
+    env = {
+        "RECS_DATA_DIR": str(data),
+        "RECS_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "RECS_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts"),
+        "RECS_HOLDOUT_DAYS": "3",
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    stop = root / "stop"
+    readers = {
+        "serving": subprocess.Popen(
+            [sys.executable, "-c", READ_SERVING, str(data / "serving.sqlite"), str(stop)],
+            stdout=subprocess.PIPE, text=True,
+        ),
+        "warehouse": subprocess.Popen(
+            [sys.executable, "-c", READ_WAREHOUSE, str(data / "warehouse.read.duckdb"), str(stop)],
+            stdout=subprocess.PIPE, text=True,
+        ),
+    }  # fmt: skip
+    rows: list[Night] = []
+
+    def night_at(day: date) -> datetime:
+        return datetime(day.year, day.month, day.day, 2, tzinfo=UTC) + timedelta(days=1)
+
+    try:
+        for n, day in enumerate(days[first - 1 :]):
+            if n > 0:
+                _reveal(world, landing, day)
+            as_of = night_at(day)
+            rows.append(_run_night(f"{as_of:%Y-%m-%d}", "nightly", _nightly(as_of, True)))
+            if n == nights // 2:
+                start = time.perf_counter()
+                try:
+                    features_flow(as_of=as_of)
+                    train = train_flow(as_of=as_of)
+                    took = {"all": time.perf_counter() - start}
+                    row = Night(f"{as_of:%Y-%m-%d}", "retrain-only", "ok", seconds=took)
+                    row.decision = _decision(train)
+                    rows.append(row)
+                except Exception as exc:  # the soak reports, it does not stop
+                    rows.append(Night(f"{as_of:%Y-%m-%d}", "retrain-only", f"FAILED: {exc}"))
+                for back in (3, 2, 1):
+                    past = as_of - timedelta(days=back)
+                    rows.append(_run_night(f"{past:%Y-%m-%d}", "backfill", _nightly(past, False)))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stop.touch()
+        counts = {}
+        for name, proc in readers.items():
+            out, _ = proc.communicate(timeout=60)
+            reads, errors = (int(x) for x in out.split())
+            counts[name] = (reads, errors)
+    return rows, counts
+
+
+def _nightly(as_of: datetime, publish: bool) -> Callable[[], dict[str, Any]]:
+    def run() -> dict[str, Any]:
+        from flows.nightly import nightly_flow
+
+        result: dict[str, Any] = nightly_flow(as_of=as_of, publish_lists=publish)
+        return result
+
+    return run
+
+
+def _run_night(night: str, kind: str, run: Callable[[], dict[str, Any]]) -> Night:
+    start = time.perf_counter()
+    try:
+        reports = run()
+    except Exception as exc:  # the soak reports, it does not stop
+        traceback.print_exc()
+        return Night(night, kind, f"FAILED: {str(exc).splitlines()[0]}",
+                     seconds={"all": time.perf_counter() - start})  # fmt: skip
+    published = reports["publish"].n_rows if "publish" in reports else 0
+    return Night(
+        night, kind, "ok", reports["validate"].rows_in, reports["validate"].rows_quarantined,
+        _decision(reports["train"]), published, reports["timings"],
+    )  # fmt: skip
+
+
+def print_table(rows: list[Night], counts: dict[str, tuple[int, int]]) -> None:
+    print("| night (as_of) | run | outcome | rows in | quarantined | model | published | seconds |")
+    print("|---|---|---|--:|--:|---|--:|---|")
+    for r in rows:
+        secs = ", ".join(f"{k} {v:.1f}" for k, v in r.seconds.items())
+        print(f"| {r.night} | {r.kind} | {r.outcome} | {r.rows_in:,} | {r.quarantined:,} | "
+              f"{r.decision} | {r.published:,} | {secs} |")  # fmt: skip
+    for name, (reads, errors) in counts.items():
+        print(f"reader on the {name}: {reads} reads, {errors} errors")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--nights", type=int, default=14)
+    args = parser.parse_args()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, counts = run_soak(args.preset, args.nights, Path(tmp))
+    print_table(rows, counts)
+
+
+if __name__ == "__main__":
+    main()
