@@ -308,7 +308,9 @@ def per_user(src: Path, work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ml100k", type=Path, default=ROOT.parent / "shared" / "data" / "ml-100k")
+    beside = ROOT.parent / "shared" / "data" / "ml-100k"
+    default = beside if beside.exists() else Path("/work/shared/data/ml-100k")
+    parser.add_argument("--ml100k", type=Path, default=default)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         global_cutoff(args.ml100k, Path(tmp) / "a")

@@ -67,15 +67,26 @@ def tiny_landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return landing
 
 
-ML100K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ml-100k"
+ML100K_PLACES = [
+    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ml-100k",
+    Path("/work/shared/data/ml-100k"),  # where these machines keep it, for a clone elsewhere
+]
+
+
+def find_ml100k() -> Path | None:
+    """The shared MovieLens 100K copy: ``RECS_ML100K``, else beside the checkout, else the
+    machines' shared folder. Never copied into the project (GroupLens terms)."""
+    places = [Path(os.environ["RECS_ML100K"])] if os.environ.get("RECS_ML100K") else []
+    return next((p for p in [*places, *ML100K_PLACES] if (p / "u.data").exists()), None)
 
 
 @pytest.fixture(scope="session")
 def ml100k() -> Path:
-    """The shared MovieLens 100K copy beside the checkout. Missing it is a failure in CI
-    (CI=true), a skip with the reason elsewhere."""
-    if not (ML100K / "u.data").exists():
+    """The shared MovieLens 100K copy. Missing it is a failure in CI (CI=true), a skip with the
+    reason elsewhere."""
+    found = find_ml100k()
+    if found is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"MovieLens 100K copy not found at {ML100K}")
-        pytest.skip(f"MovieLens 100K copy not found at {ML100K}")
-    return ML100K
+            pytest.fail(f"MovieLens 100K copy not found in {ML100K_PLACES} (or RECS_ML100K)")
+        pytest.skip(f"MovieLens 100K copy not found in {ML100K_PLACES} (or RECS_ML100K)")
+    return found

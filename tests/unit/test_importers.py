@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from flows.settings import PROJECT_ROOT
 from pipelines.extract import extract
 from pipelines.sources.importers import import_csv, import_movielens
 from pipelines.sources.readers import ColumnMapping, FileSource
 from pipelines.stores import Stores as Paths
 from pipelines.stores import lake
 
-ML100K = PROJECT_ROOT.parent / "shared" / "data" / "ml-100k"
 AT = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -97,15 +94,9 @@ def test_a_malformed_line_names_file_and_line(tmp_path: Path) -> None:
         import_movielens(tmp_path, tmp_path / "landing")
 
 
-def test_real_ml_100k_arrives_whole_in_the_lake(tmp_path: Path) -> None:
-    if not ML100K.exists():
-        # shared/ sits beside the checkout on developer machines and in CI, where its absence
-        # is a failure, not a reason to skip.
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MovieLens 100K copy not found at {ML100K}")
-        pytest.skip(f"MovieLens 100K copy not found at {ML100K}")
+def test_real_ml_100k_arrives_whole_in_the_lake(tmp_path: Path, ml100k: Path) -> None:
     landing = tmp_path / "landing"
-    import_movielens(ML100K, landing)
+    import_movielens(ml100k, landing)
     paths = Paths(landing, tmp_path / "lake", tmp_path / "wh.duckdb", "sqlite:///unused")
     report = extract(paths, sources=[FileSource()], run_id="r", ingested_at=AT)
     assert (report.rows_read, report.rows_written, report.rows_rejected) == (100_000, 100_000, 0)
@@ -119,7 +110,7 @@ def test_real_ml_100k_arrives_whole_in_the_lake(tmp_path: Path) -> None:
     assert events["value"].min() == 1.0
     assert events["value"].max() == 5.0
     # importing again gives the same file: extraction skips it
-    import_movielens(ML100K, landing)
+    import_movielens(ml100k, landing)
     again = extract(paths, sources=[FileSource()], run_id="r2", ingested_at=AT)
     assert (again.rows_read, again.files_skipped) == (0, 1)
 
