@@ -126,7 +126,7 @@ def run_soak(
         "RECS_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts"),
         "RECS_HOLDOUT_DAYS": "3",
     }
-    saved = {key: os.environ.get(key) for key in env}
+    saved = {key: os.environ.get(key) for key in [*env, "RECS_CLOCK"]}
     os.environ.update(env)
     stop = root / "stop"
     readers = {
@@ -149,10 +149,11 @@ def run_soak(
             if n > 0:
                 _reveal(world, landing, day)
             as_of = night_at(day)
-            rows.append(_run_night(f"{as_of:%Y-%m-%d}", "nightly", _nightly(as_of, True)))
+            rows.append(_run_night(f"{as_of:%Y-%m-%d}", "nightly", _nightly(as_of, True, as_of)))
             if n == nights // 2:
                 start = time.perf_counter()
                 try:
+                    os.environ["RECS_CLOCK"] = as_of.isoformat()
                     features_flow(as_of=as_of)
                     train = train_flow(as_of=as_of)
                     took = {"all": time.perf_counter() - start}
@@ -163,7 +164,9 @@ def run_soak(
                     rows.append(Night(f"{as_of:%Y-%m-%d}", "retrain-only", f"FAILED: {exc}"))
                 for back in (3, 2, 1):
                     past = as_of - timedelta(days=back)
-                    rows.append(_run_night(f"{past:%Y-%m-%d}", "backfill", _nightly(past, False)))
+                    rows.append(
+                        _run_night(f"{past:%Y-%m-%d}", "backfill", _nightly(past, False, as_of))
+                    )
     finally:
         for key, value in saved.items():
             if value is None:
@@ -179,10 +182,11 @@ def run_soak(
     return rows, counts
 
 
-def _nightly(as_of: datetime, publish: bool) -> Callable[[], dict[str, Any]]:
+def _nightly(as_of: datetime, publish: bool, now: datetime) -> Callable[[], dict[str, Any]]:
     def run() -> dict[str, Any]:
         from flows.nightly import nightly_flow
 
+        os.environ["RECS_CLOCK"] = now.isoformat()  # the scheduler's clock: that night, 02:00
         result: dict[str, Any] = nightly_flow(as_of=as_of, publish_lists=publish)
         return result
 

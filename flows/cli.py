@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         help="ISO date/time (UTC), default now; nightly, features, train, score",
     )
     run.add_argument("--force", action="store_true", help="extract: re-read unchanged files")
+    run.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="nightly: keep the lists in the lake, tonight's keep serving (a backfill)",
+    )
     run.add_argument("--since", type=date.fromisoformat, help="backfill from this date (extract)")
     run.add_argument("--until", type=date.fromisoformat, help="backfill up to this date (extract)")
 
@@ -91,8 +96,9 @@ def _run(args: argparse.Namespace) -> Any:
     match args.stage:
         case "nightly":
             return nightly.nightly_flow(
-                as_of=args.as_of, force_extract=args.force, since=args.since, until=args.until
-            )
+                as_of=args.as_of, force_extract=args.force, since=args.since, until=args.until,
+                publish_lists=not args.no_publish,
+            )  # fmt: skip
         case "extract":
             return nightly.extract_flow(force=args.force, since=args.since, until=args.until)
         case "validate":

@@ -53,7 +53,10 @@ class Run:
     def start(cls) -> Run:
         configure_logging()
         current = flow_run.get_id()
-        return cls(Settings(), str(current) if current else uuid.uuid4().hex, datetime.now(UTC))
+        settings = Settings()
+        clock = settings.clock
+        now = datetime.now(UTC) if clock is None else clock.astimezone(UTC)
+        return cls(settings, str(current) if current else uuid.uuid4().hex, now)
 
 
 def _now() -> datetime:

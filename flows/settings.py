@@ -8,6 +8,7 @@ named by ``RECS_CONFIG`` (default ``recs.toml`` in the working directory, if it 
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
     ease: EASEParams = Field(default_factory=EASEParams, description="The EASE candidate")
     recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")
     num_threads: int = Field(2, ge=1, description="LightFM training / scoring threads")
+    clock: datetime | None = Field(
+        None,
+        description="A fixed 'now' for every run (simulations: bench/soak.py); unset: wall clock",
+    )
     sources: list[Source] = Field(
         default_factory=_default_sources,
         description="Event sources (default: JSON lines in <landing>/events)",
