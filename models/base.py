@@ -141,3 +141,20 @@ def recommendation_frame(
         },
         schema=RECS_SCHEMA,
     )
+
+
+def similar_items_frame(item_ids: pl.Series, idx: np.ndarray, scores: np.ndarray) -> pl.DataFrame:
+    """``similar_items`` rows (``item_id, rank, similar_item_id, score``) from the (items x k)
+    arrays of :func:`models.scoring.top_k` run with the items as its "users"."""
+    source = pl.Series([""] * item_ids.len(), dtype=pl.String)
+    return as_similar_items(recommendation_frame(item_ids, item_ids, idx, scores, source))
+
+
+def as_similar_items(recs: pl.DataFrame) -> pl.DataFrame:
+    """A recommendation frame whose "users" are items, as ``similar_items`` rows."""
+    return recs.select(
+        pl.col(C.user_id).alias(C.item_id),
+        C.rank,
+        pl.col(C.item_id).alias("similar_item_id"),
+        C.score,
+    )

@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.contracts import C
 from features.matrices import attribute_columns
-from models.base import TrainingData, allowed_mask, exclusion_matrix, recommendation_frame
+from models.base import (
+    TrainingData,
+    allowed_mask,
+    as_similar_items,
+    exclusion_matrix,
+    recommendation_frame,
+)
 from models.scoring import top_k
 
 _FILE = "popularity.parquet"
@@ -116,12 +122,7 @@ class PopularityRecommender:
         recs = self.recommend(
             items, k, exclude=same, allowed_items=allowed_items, num_threads=num_threads
         )
-        return recs.select(
-            pl.col(C.user_id).alias(C.item_id),
-            C.rank,
-            pl.col(C.item_id).alias("similar_item_id"),
-            C.score,
-        )
+        return as_similar_items(recs)
 
     def save(self, directory: Path) -> Path:
         """Write ``popularity.parquet`` (item_id, score, best first) and ``meta.json``."""

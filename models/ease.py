@@ -20,7 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.contracts import C
 from features.matrices import pair_indices
-from models.base import TrainingData, allowed_mask, exclusion_matrix, recommendation_frame
+from models.base import (
+    TrainingData,
+    allowed_mask,
+    exclusion_matrix,
+    recommendation_frame,
+    similar_items_frame,
+)
 from models.scoring import top_k
 
 _ARRAYS = "ease.npz"
@@ -133,13 +139,7 @@ class EASERecommender:
             exclude=sp.identity(n, dtype=np.int8, format="csr"),
             allowed=allowed_mask(allowed_items, self.item_ids), num_threads=num_threads,
         )  # fmt: skip
-        recs = recommendation_frame(
-            self.item_ids, self.item_ids, idx, scores, pl.Series(["ease"] * n, dtype=pl.String)
-        )
-        return recs.select(
-            pl.col(C.user_id).alias(C.item_id), C.rank,
-            pl.col(C.item_id).alias("similar_item_id"), C.score,
-        )  # fmt: skip
+        return similar_items_frame(self.item_ids, idx, scores)
 
     def save(self, directory: Path) -> Path:
         """Write ``ease.npz`` (weights, history) and ``meta.json`` into ``directory``."""

@@ -26,7 +26,13 @@ from features.matrices import (
     feature_tokens,
     training_matrices,
 )
-from models.base import TrainingData, allowed_mask, exclusion_matrix, recommendation_frame
+from models.base import (
+    TrainingData,
+    allowed_mask,
+    exclusion_matrix,
+    recommendation_frame,
+    similar_items_frame,
+)
 from models.params import LightFMParams
 from models.scoring import top_k
 
@@ -138,15 +144,7 @@ class LightFMRecommender:
             allowed=allowed_mask(allowed_items, self.item_ids),
             num_threads=num_threads,
         )  # fmt: skip
-        recs = recommendation_frame(
-            self.item_ids, self.item_ids, idx, scores, pl.Series(["model"] * n, dtype=pl.String)
-        )
-        return recs.select(
-            pl.col(C.user_id).alias(C.item_id),  # the frame's "user" column holds the item
-            C.rank,
-            pl.col(C.item_id).alias("similar_item_id"),
-            C.score,
-        )
+        return similar_items_frame(self.item_ids, idx, scores)
 
     def save(self, directory: Path) -> Path:
         """Write the model as ``arrays.npz`` + ``meta.json`` into ``directory``."""
