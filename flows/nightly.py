@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.tasks import Task
 
+from features.contracts import ContractError
 from flows import summaries
 from flows.runtime import configure_logging
 from flows.settings import Settings
@@ -29,8 +31,19 @@ from pipelines.publish import PublishReport, publish
 from pipelines.release import ReleaseReport, release_quarantine
 from pipelines.score import ScoreReport, score
 from pipelines.stores import lake
+from pipelines.suites.runner import ValidationError
 from pipelines.train import TrainReport, train
 from pipelines.validate import ValidateReport, validate
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry what may pass on another try (a lock held a while, a dropped connection); never
+    bad data or a missing input, which fail the same way every time."""
+    return not isinstance(state.data, ValidationError | ContractError | ValueError | LookupError)
+
 
 extract_task = task(name="extract-landing")(extract)
 validate_task = task(name="validate-events")(validate)
@@ -63,6 +76,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _options(run: Run, stage: Task[P, R]) -> Task[P, R]:
+    """A stage task with the retries and timeout of the settings."""
+    s = run.settings
+    return stage.with_options(
+        retries=s.task_retries, retry_delay_seconds=s.task_retry_delay_seconds,
+        timeout_seconds=s.task_timeout_seconds, retry_condition_fn=_transient,
+    )  # fmt: skip
+
+
 def resolve_as_of(run: Run, as_of: datetime | None) -> datetime:
     """The run's ``as_of`` (UTC): the one given, else :func:`pipelines.features.default_as_of`."""
     if as_of is None:
@@ -71,7 +93,7 @@ def resolve_as_of(run: Run, as_of: datetime | None) -> datetime:
 
 
 def _extract(run: Run, force: bool, since: date | None, until: date | None) -> ExtractReport:
-    report = extract_task(
+    report = _options(run, extract_task)(
         run.settings.stores(), sources=run.settings.sources, run_id=run.run_id,
         ingested_at=run.now, force=force, since=since, until=until,
     )  # fmt: skip
@@ -84,7 +106,7 @@ def _extract(run: Run, force: bool, since: date | None, until: date | None) -> E
 
 
 def _validate(run: Run, units: list[str] | None) -> ValidateReport:
-    report = validate_task(
+    report = _options(run, validate_task)(
         run.settings.stores(), run_id=run.run_id, now=run.now, units=units,
         thresholds=run.settings.validation,
     )  # fmt: skip
@@ -101,7 +123,7 @@ def _validate(run: Run, units: list[str] | None) -> ValidateReport:
 
 def _features(run: Run, as_of: datetime) -> FeaturesReport:
     s = run.settings
-    return features_task(
+    return _options(run, features_task)(
         s.stores(), as_of=as_of, holdout_days=s.holdout_days, top_k=s.top_k, signal=s.signal,
         popularity=s.popularity,
     )  # fmt: skip
@@ -111,7 +133,7 @@ def _train(
     run: Run, as_of: datetime, params: LightFMParams | None, serve: bool = True
 ) -> TrainReport:
     s = run.settings
-    report = train_task(
+    report = _options(run, train_task)(
         s.stores(), s.tracking(), params=params or LightFMParams(num_threads=s.num_threads),
         signal=s.signal, popularity=s.popularity, ease=s.ease, gate=s.gate, k=s.top_k,
         run_id=run.run_id,
@@ -128,7 +150,7 @@ def _score(
     run: Run, as_of: datetime, plan_run_id: str | None, model_version: str | None = None
 ) -> ScoreReport:
     s = run.settings
-    return score_task(
+    return _options(run, score_task)(
         s.stores(), s.tracking(), k=s.top_k, popularity=s.popularity, ease=s.ease,
         run_id=run.run_id, as_of=as_of, plan_run_id=plan_run_id, model_version=model_version,
         generated_at=run.now, ttl=timedelta(hours=s.recs_ttl_hours), num_threads=s.num_threads,
@@ -137,7 +159,7 @@ def _score(
 
 def _publish(run: Run, recommendations: Path | None) -> PublishReport:
     stores = run.settings.stores()
-    return publish_task(
+    return _options(run, publish_task)(
         stores, recommendations=recommendations or lake.latest_scored(stores.lake), clock=_now
     )
 
@@ -200,7 +222,7 @@ def release_flow(reasons: list[str] | None = None) -> ReleaseReport:
     extracted) and release the ones that now pass into the clean zone; the next nightly run
     trains on them. ``reasons`` limits it to some quarantine reasons."""
     run = Run.start()
-    report = release_task(
+    report = _options(run, release_task)(
         run.settings.stores(), run_id=run.run_id, now=run.now,
         thresholds=run.settings.validation, reasons=reasons,
     )  # fmt: skip
@@ -244,7 +266,15 @@ def nightly_flow(
 
     def timed(stage: str, step: Callable[[], Any]) -> None:
         start = time.perf_counter()
-        reports[stage] = step()
+        try:
+            reports[stage] = step()
+        except Exception as exc:
+            # The run's report is left in the UI even when a stage fails, naming it.
+            create_markdown_artifact(
+                summaries.failed(stage, exc, reports), key="nightly-summary",
+                description=f"Failed at stage {stage}",
+            )  # fmt: skip
+            raise
         timings[stage] = time.perf_counter() - start
 
     timed("extract", lambda: _extract(run, force_extract, since, until))

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     ease: EASEParams = Field(default_factory=EASEParams, description="The EASE candidate")
     recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")
     num_threads: int = Field(2, ge=1, description="LightFM training / scoring threads")
+    task_retries: int = Field(2, ge=0, description="Retries of a stage after a transient error")
+    task_retry_delay_seconds: float = Field(10, ge=0, description="Wait before a retry")
+    task_timeout_seconds: float = Field(7200, gt=0, description="A stage running longer fails")
     clock: datetime | None = Field(
         None,
         description="A fixed 'now' for every run (simulations: bench/soak.py); unset: wall clock",

@@ -48,3 +48,15 @@ def nightly(reports: dict[str, Any]) -> str:
             lines.append(f"| {key} | {value} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def failed(stage: str, exc: BaseException, done: dict[str, Any]) -> str:
+    """The ``nightly-summary`` of a run that failed: the stage, the reason, what had finished."""
+    reason = str(exc).strip() or type(exc).__name__
+    lines = [
+        f"# Nightly recommendations: FAILED at stage `{stage}`", "",
+        f"**{type(exc).__name__}**: " + reason.splitlines()[0][:500], "",
+        *(f"    {line}" for line in reason.splitlines()[1:21]), "",
+        "The serving store still holds the last published version.", "",
+    ]  # fmt: skip
+    return "\n".join(lines) + (nightly(done) if done else "")

@@ -169,3 +169,39 @@ def test_cli_recommend_reads_the_serving_store(
     out = capsys.readouterr().out
     assert f"recommendations for {user} ({source})" in out
     assert len([line for line in out.splitlines() if line.strip().endswith(source)]) == 10
+
+
+@pytest.mark.parametrize("stage", ["extract", "score", "publish"])
+def test_a_failing_stage_fails_the_run_naming_it_and_leaves_serving_alone(
+    stage: str, first_run: dict[str, Any], env: dict[str, str]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    import flows.nightly
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError(f"injected into {stage}")
+
+    with _serving(env) as db:
+        before = db.execute("select count(*), max(published_at) from publications").fetchone()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.setenv("RECS_TASK_RETRIES", "0")
+        mp.setattr(flows.nightly, f"_{stage}", broken)
+        with pytest.raises(RuntimeError, match=f"injected into {stage}"):
+            flows.nightly.nightly_flow(as_of=AS_OF)
+    with _serving(env) as db:
+        after = db.execute("select count(*), max(published_at) from publications").fetchone()
+    assert after == before  # yesterday's version still serving
+    with get_client(sync_client=True) as client:
+        latest = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["nightly-summary"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert latest
+    assert f"FAILED at stage `{stage}`" in str(latest[0].data)
+    assert f"injected into {stage}" in str(latest[0].data)
