@@ -224,8 +224,10 @@ done. as_of {reports["features"].as_of:%Y-%m-%d}
 {extract.files_skipped} unchanged files skipped ({extract.rows_rejected:,} records quarantined)
   validated     {validate.rows_clean:,} clean, {validate.rows_quarantined:,} quarantined \
 {validate.quarantined_by_reason}
-  model         precision@{k} {model_p:.4f} vs popularity {base_p:.4f}; \
-version {train.model_version} {train.decision}
+  model         precision@{k} {model_p:.4f} vs popularity {base_p:.4f} on the last \
+{settings.holdout_days} days; version {train.model_version} \
+{"promoted" if train.promoted else "not promoted"} (the reasons: MLflow tag `decision`)
+  serving       warm users: {train.serving["warm"]}, cold users: {train.serving["cold"]}
   published     {publish.n_rows:,} rows for {publish.n_users:,} users \
 (model version {publish.model_version})
 
