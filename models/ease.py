@@ -27,7 +27,7 @@ from models.base import (
     recommendation_frame,
     similar_items_frame,
 )
-from models.scoring import top_k
+from models.scoring import select_top_k, top_k
 
 _ARRAYS = "ease.npz"
 _META = "meta.json"
@@ -109,20 +109,20 @@ class EASERecommender:
         block: int = 2048,
     ) -> pl.DataFrame:
         """See :class:`models.base.Recommender`; ``source`` is ``ease``. Scored in user blocks
-        (``block x items`` dense floats at a time)."""
+        (``block x items`` dense floats at a time; ``num_threads`` is unused: numpy's product)."""
         rows = self._rows(users)
         excluded = exclusion_matrix(exclude, users[C.user_id], self.item_ids)
         mask = allowed_mask(allowed_items, self.item_ids)
+        blocked = None if mask is None else ~mask
         parts_idx, parts_score = [], []
         for start in range(0, users.height, block):
             stop = min(start + block, users.height)
-            idx, scores = top_k(
-                rows[start:stop].toarray(), self.weights.T, k,
-                exclude=excluded[start:stop] if excluded is not None else None,
-                allowed=mask, num_threads=num_threads,
-            )  # fmt: skip
+            # Sparse history x dense weights: the cost follows each user's positives.
+            scores = np.asarray(rows[start:stop] @ self.weights, dtype=np.float32)
+            ex = excluded[start:stop] if excluded is not None else None
+            idx, best = select_top_k(scores, k, ex, blocked)
             parts_idx.append(idx)
-            parts_score.append(scores)
+            parts_score.append(best)
         width = min(k, self.item_ids.len())
         idx_all = np.vstack(parts_idx) if parts_idx else np.empty((0, width), np.int64)
         scores_all = np.vstack(parts_score) if parts_score else np.empty((0, width), np.float32)

@@ -49,18 +49,8 @@ def top_k(
     def score_block(start: int) -> None:
         stop = min(start + block, n_users)
         scores = users[start:stop] @ items_t
-        if blocked is not None:
-            scores[:, blocked] = -np.inf
-        if exclude is not None:
-            rows = exclude[start:stop].tocoo()
-            scores[rows.row, rows.col] = -np.inf
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        idx = np.take_along_axis(part, order, axis=1)
-        best = np.take_along_axis(part_scores, order, axis=1)
-        idx[~np.isfinite(best)] = -1
-        out_idx[start:stop], out_score[start:stop] = idx, best
+        excluded = exclude[start:stop] if exclude is not None else None
+        out_idx[start:stop], out_score[start:stop] = select_top_k(scores, k, excluded, blocked)
 
     starts = range(0, n_users, block)
     if num_threads > 1:
@@ -70,3 +60,24 @@ def top_k(
         for start in starts:
             score_block(start)
     return out_idx, out_score
+
+
+def select_top_k(
+    scores: np.ndarray, k: int, exclude: sp.csr_matrix | None, blocked: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row of a (users x items) score block, modified in place: columns
+    in ``blocked`` and entries of ``exclude`` are never chosen. Returns ``(items, scores)``, best
+    first, with -1 / -inf where a row has fewer than ``k`` choosable items."""
+    k = min(k, scores.shape[1])
+    if blocked is not None:
+        scores[:, blocked] = -np.inf
+    if exclude is not None:
+        rows = exclude.tocoo()
+        scores[rows.row, rows.col] = -np.inf
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    best = np.take_along_axis(part_scores, order, axis=1)
+    idx[~np.isfinite(best)] = -1
+    return idx, best
