@@ -89,6 +89,21 @@ def _window(stores: Stores, popularity: PopularityParams, k: int, start: datetim
     return _Window(data, window_users, holdout, seen, popular)
 
 
+MAX_STOPPING_USERS = 5_000
+"""Early stopping scores each epoch on at most this many window users (a fixed sample)."""
+
+
+def _sample(window: _Window, n: int) -> _Window:
+    """The window restricted to a fixed pseudo-random sample of ``n`` of its users."""
+    if window.users.height <= n:
+        return window
+    users = window.users.sort(pl.col(C.user_id).hash(seed=0)).head(n).sort(C.user_id)
+    keep = pl.col(C.user_id).is_in(users[C.user_id].implode())
+    return _Window(
+        window.data, users, window.holdout.filter(keep), window.seen, window.popular.filter(keep)
+    )
+
+
 def _as_served(model: Recommender, window: _Window, k: int, num_threads: int) -> pl.DataFrame:
     """The lists the model would serve: its own for users it describes, popular for the rest
     and for the slots it cannot fill."""
@@ -152,11 +167,12 @@ def train(
     threads = params.num_threads
     matrices = training_matrices(window.data.interactions, window.data.users, window.data.items)
     if window.users.height:
+        sample = _sample(window, MAX_STOPPING_USERS)
         stopped = train_with_early_stopping(
             matrices,
             params,
             lambda m: mean_metrics(
-                per_user_metrics(_as_served(m, window, k, threads), window.holdout, k), k
+                per_user_metrics(_as_served(m, sample, k, threads), sample.holdout, k), k
             )[f"precision_at_{k}"],
         )
         challenger, epochs, curve = stopped.model, stopped.epochs, stopped.curve
