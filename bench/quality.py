@@ -183,8 +183,7 @@ def _references(
     )
     model = LightFM(no_components=64, loss="warp", learning_rate=0.05, random_state=0)
     model.fit(inter, user_features=uf, item_features=itf, epochs=30, num_threads=1)
-    _, item_vectors = model.get_item_representations(itf)
-    item_bias, _ = model.get_item_representations(itf)
+    item_bias, item_vectors = model.get_item_representations(itf)
     _, user_vectors = model.get_user_representations(uf)
     refs["LightFM hybrid, untuned"] = _lists_from_scores(
         truth_users,

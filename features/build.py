@@ -48,13 +48,13 @@ def register_inputs(
     con.execute("set TimeZone = 'UTC'")
     con.execute(
         "create or replace view clean_events as select * from read_parquet("
-        f"{_literal(events_glob)}, hive_partitioning = true, union_by_name = true)"
+        f"{sql_literal(events_glob)}, hive_partitioning = true, union_by_name = true)"
     )
     con.execute(
-        f"create or replace view users as select * from read_parquet({_literal(str(users))})"
+        f"create or replace view users as select * from read_parquet({sql_literal(str(users))})"
     )
     con.execute(
-        f"create or replace view items as select * from read_parquet({_literal(str(items))})"
+        f"create or replace view items as select * from read_parquet({sql_literal(str(items))})"
     )
 
 
@@ -65,6 +65,7 @@ def register_frames(con: duckdb.DuckDBPyConnection, **frames: Any) -> None:
         con.register(name, frame)
 
 
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """``text`` as a quoted SQL string literal (for statements that cannot bind parameters)."""
     # View definitions cannot take bound parameters; paths are quoted as SQL string literals.
     return "'" + text.replace("'", "''") + "'"

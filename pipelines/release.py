@@ -77,8 +77,8 @@ def release_quarantine(
     written = lake.write_part(
         stores.lake, "clean", f"{lake.RELEASED}{run_id}", passing.drop("raw_md5").to_arrow()
     ) if passing.height else []  # fmt: skip
-    with warehouse.connect(stores.warehouse) as con:
-        if passing.height:
+    if passing.height:
+        with warehouse.connect(stores.warehouse) as con:
             warehouse.append(
                 con,
                 "quarantine_releases",

@@ -24,6 +24,8 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from features.build import sql_literal
+
 LOCK_TIMEOUT_S = 120.0
 """How long an open waits for another process's lock before it gives up."""
 
@@ -254,16 +256,12 @@ TABLE_COMMENTS = {
 """The data dictionary, kept in the database itself (``COMMENT ON``)."""
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def publish_views(con: duckdb.DuckDBPyConnection, scored: Path) -> None:
     """Point ``recommendations`` (and ``recommendations_with_items``) at the published lists, and
     write every table's comment."""
     con.execute(
         "create or replace view recommendations as "
-        f"select * from read_parquet({_literal(str(scored.resolve()))})"
+        f"select * from read_parquet({sql_literal(str(scored.resolve()))})"
     )
     if table_exists(con, "item_features"):
         con.execute(
@@ -277,4 +275,4 @@ def publish_views(con: duckdb.DuckDBPyConnection, scored: Path) -> None:
     for name, comment in TABLE_COMMENTS.items():
         if name in kinds:
             kind = "view" if kinds[name] == "VIEW" else "table"
-            con.execute(f'comment on {kind} "{name}" is {_literal(comment)}')
+            con.execute(f'comment on {kind} "{name}" is {sql_literal(comment)}')
