@@ -1,17 +1,42 @@
-"""``recs``: the command line. It parses arguments, builds settings and calls flows; no logic."""
+"""``recs``: the command line. It parses arguments, builds settings and calls flows; no logic.
+
+Built on Typer: each command shows only its own options, a bad value names the option typed.
+Nothing heavy (Prefect, GX, MLflow, LightFM) is imported until a command needs it, so
+``recs --help`` answers at once.
+"""
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import typer
 
 from flows.runtime import configure_environment, configure_logging
 
-STAGES = ("nightly", "extract", "validate", "features", "train", "score", "publish")
+app = typer.Typer(
+    name="recs",
+    help="The batch layer of a personalization engine: logs -> lake -> features -> model -> "
+    "serving store.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+run_app = typer.Typer(help="Run the nightly flow or one stage flow.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="A public data set or a CSV export into landing.", no_args_is_help=True
+)
+validate_app = typer.Typer(
+    help="Ways forward for a batch that failed the gate.", no_args_is_help=True
+)
+app.add_typer(run_app, name="run")
+app.add_typer(import_app, name="import")
+app.add_typer(validate_app, name="validate")
 
 
 def _as_of(text: str) -> datetime:
@@ -19,68 +44,64 @@ def _as_of(text: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recs", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    gen = sub.add_parser("generate", help="write synthetic event exports + catalogs to landing")
-    gen.add_argument("--preset", choices=("tiny", "demo", "large"), default="demo")
-    gen.add_argument("--seed", type=int, default=42)
-    gen.add_argument(
-        "--start", type=date.fromisoformat, help="first day (default: so the data ends yesterday)"
-    )
-    gen.add_argument("--defect-share", type=float, help="share of defective records (0.005)")
-
-    run = sub.add_parser("run", help="run the nightly flow or one stage flow")
-    run.add_argument("stage", choices=STAGES)
-    run.add_argument(
-        "--as-of",
-        type=_as_of,
-        help="ISO date/time (UTC), default now; nightly, features, train, score",
-    )
-    run.add_argument("--force", action="store_true", help="extract: re-read unchanged files")
-    run.add_argument(
-        "--no-publish",
-        action="store_true",
-        help="nightly: keep the lists in the lake, tonight's keep serving (a backfill)",
-    )
-    run.add_argument("--since", type=date.fromisoformat, help="backfill from this date (extract)")
-    run.add_argument("--until", type=date.fromisoformat, help="backfill up to this date (extract)")
-
-    imp = sub.add_parser("import", help="a public data set or a CSV export into landing")
-    kinds = imp.add_subparsers(dest="kind", required=True)
-    ml = kinds.add_parser("movielens", help="MovieLens 100K or 1M folder (layout auto-detected)")
-    ml.add_argument("path", type=Path)
-    csv = kinds.add_parser("csv", help="a CSV of events, with a column mapping")
-    csv.add_argument("path", type=Path)
-    csv.add_argument(
-        "--mapping", type=Path, help="TOML file with the [mapping] table of a source (see README)"
-    )
-    csv.add_argument("--delimiter", default=",")
-    csv.add_argument("--users", type=Path, help="users catalog CSV (default: ids seen)")
-    csv.add_argument("--items", type=Path, help="items catalog CSV (default: ids seen)")
-
-    rec = sub.add_parser("recommend", help="print a user's list from the serving store")
-    rec.add_argument("user_id")
-
-    quarantine = sub.add_parser("quarantine", help="rejected records by reason; release fixed ones")
-    quarantine.add_argument("action", nargs="?", choices=("list", "release"), default="list")
-    quarantine.add_argument("--reason", action="append", help="release: only these reasons")
-    sub.add_parser("demo", help="generate data if there is none, run nightly, show the outputs")
-    return parser
+def _date(text: str) -> date:
+    return date.fromisoformat(text)
 
 
-def _generate(args: argparse.Namespace) -> None:
+class Preset(StrEnum):
+    tiny = "tiny"
+    demo = "demo"
+    large = "large"
+
+
+AsOf = Annotated[
+    datetime | None,
+    typer.Option(parser=_as_of, metavar="ISO", help="the run's now (UTC), default the run start"),
+]
+Since = Annotated[
+    date | None, typer.Option(parser=_date, metavar="DATE", help="backfill from this date")
+]
+Until = Annotated[
+    date | None, typer.Option(parser=_date, metavar="DATE", help="backfill up to this date")
+]
+Force = Annotated[bool, typer.Option("--force", help="re-read landing files that are unchanged")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show tracebacks under the one-line errors")
+    ] = False,
+) -> None:
+    _STATE["debug"] = debug
+
+
+_STATE: dict[str, bool] = {"debug": False}
+
+
+@app.command()
+def generate(
+    preset: Preset = Preset.demo,
+    seed: int = 42,
+    start: Annotated[
+        date | None,
+        typer.Option(parser=_date, metavar="DATE", help="first day (default: data ends yesterday)"),
+    ] = None,
+    defect_share: Annotated[
+        float | None, typer.Option(help="share of defective records (0.005)")
+    ] = None,
+) -> None:
+    """Write synthetic event exports and catalogs to landing."""
     from flows.settings import Settings
     from pipelines.sources.synthetic import PRESETS, write_landing
 
     settings = Settings()
-    preset = PRESETS[args.preset]
-    start = args.start or datetime.now(UTC).date() - timedelta(days=preset.days)
-    overrides: dict[str, Any] = {"seed": args.seed, "start": start}
-    if args.defect_share is not None:
-        overrides["defect_share"] = args.defect_share
-    params = preset.model_copy(update=overrides)
+    params = PRESETS[preset.value]
+    first = start or datetime.now(UTC).date() - timedelta(days=params.days)
+    overrides: dict[str, Any] = {"seed": seed, "start": first}
+    if defect_share is not None:
+        overrides["defect_share"] = defect_share
+    params = params.model_copy(update=overrides)
     _clear_landing_events(settings.landing, settings.lake)
     result = write_landing(params, settings.landing)
     print(
@@ -90,57 +111,130 @@ def _generate(args: argparse.Namespace) -> None:
     )
 
 
-def _run(args: argparse.Namespace) -> Any:
+@run_app.command("nightly")
+def run_nightly(
+    as_of: AsOf = None,
+    force: Force = False,
+    no_publish: Annotated[
+        bool,
+        typer.Option(
+            "--no-publish", help="keep the lists in the lake, tonight's keep serving (a backfill)"
+        ),
+    ] = False,
+    since: Since = None,
+    until: Until = None,
+) -> None:
+    """The whole flow: extract, validate, features, train, score, publish."""
     from flows import nightly
 
-    match args.stage:
-        case "nightly":
-            return nightly.nightly_flow(
-                as_of=args.as_of, force_extract=args.force, since=args.since, until=args.until,
-                publish_lists=not args.no_publish,
-            )  # fmt: skip
-        case "extract":
-            return nightly.extract_flow(force=args.force, since=args.since, until=args.until)
-        case "validate":
-            return nightly.validate_flow()
-        case "features":
-            return nightly.features_flow(as_of=args.as_of)
-        case "train":
-            return nightly.train_flow(as_of=args.as_of)
-        case "score":
-            return nightly.score_flow(as_of=args.as_of)
-        case "publish":
-            return nightly.publish_flow()
-    raise AssertionError(args.stage)
+    nightly.nightly_flow(
+        as_of=as_of, force_extract=force, since=since, until=until, publish_lists=not no_publish
+    )
 
 
-def _import(args: argparse.Namespace) -> None:
+@run_app.command("extract")
+def run_extract(force: Force = False, since: Since = None, until: Until = None) -> None:
+    """Every configured source to the raw lake (unchanged files are skipped)."""
+    from flows import nightly
+
+    nightly.extract_flow(force=force, since=since, until=until)
+
+
+@run_app.command("validate")
+def run_validate() -> None:
+    """GX gate + quarantine for raw partition files not validated yet."""
+    from flows import nightly
+
+    nightly.validate_flow()
+
+
+@run_app.command("features")
+def run_features(as_of: AsOf = None) -> None:
+    """Rebuild the feature tables in the warehouse for as_of."""
+    from flows import nightly
+
+    nightly.features_flow(as_of=as_of)
+
+
+@run_app.command("train")
+def run_train(as_of: AsOf = None) -> None:
+    """Evaluate, decide, refit and log (needs `recs run features` for the same as_of)."""
+    from flows import nightly
+
+    nightly.train_flow(as_of=as_of)
+
+
+@run_app.command("score")
+def run_score(as_of: AsOf = None) -> None:
+    """Top-K for every user, each segment served by what won it."""
+    from flows import nightly
+
+    nightly.score_flow(as_of=as_of)
+
+
+@run_app.command("publish")
+def run_publish() -> None:
+    """Swap the latest scored lists into the serving store."""
+    from flows import nightly
+
+    nightly.publish_flow()
+
+
+@import_app.command("movielens")
+def import_movielens(
+    path: Annotated[Path, typer.Argument(help="MovieLens 100K or 1M folder")],
+) -> None:
+    """MovieLens 100K or 1M folder (layout auto-detected)."""
+    from flows.settings import Settings
+    from pipelines.sources.importers import import_movielens as run_import
+
+    settings = Settings()
+    _clear_landing_events(settings.landing, settings.lake)
+    _imported(run_import(path, settings.landing), settings.landing)
+
+
+@import_app.command("csv")
+def import_csv(
+    path: Annotated[Path, typer.Argument(help="the CSV of events")],
+    mapping: Annotated[
+        Path | None, typer.Option(help="TOML file with the [mapping] table of a source")
+    ] = None,
+    delimiter: str = ",",
+    users: Annotated[
+        Path | None, typer.Option(help="users catalog CSV (default: ids seen)")
+    ] = None,
+    items: Annotated[
+        Path | None, typer.Option(help="items catalog CSV (default: ids seen)")
+    ] = None,
+) -> None:
+    """A CSV of events, with a column mapping."""
     import tomllib
 
     from flows.settings import Settings
-    from pipelines.sources.importers import import_csv, import_movielens
+    from pipelines.sources.importers import import_csv as run_import
     from pipelines.sources.readers import ColumnMapping, FileSource
 
     settings = Settings()
     _clear_landing_events(settings.landing, settings.lake)
-    if args.kind == "movielens":
-        report = import_movielens(args.path, settings.landing)
-    else:
-        mapping = ColumnMapping()
-        if args.mapping:
-            mapping = ColumnMapping.model_validate(
-                tomllib.loads(args.mapping.read_text()).get("mapping", {})
-            )
-        source = FileSource(
-            name=args.path.name.split(".", 1)[0], format="csv", csv_delimiter=args.delimiter,
-            mapping=mapping,
-        )  # fmt: skip
-        report = import_csv(args.path, source, settings.landing, users=args.users, items=args.items)
+    columns = ColumnMapping()
+    if mapping:
+        columns = ColumnMapping.model_validate(
+            tomllib.loads(mapping.read_text()).get("mapping", {})
+        )
+    source = FileSource(
+        name=path.name.split(".", 1)[0], format="csv", csv_delimiter=delimiter, mapping=columns
+    )
+    _imported(
+        run_import(path, source, settings.landing, users=users, items=items), settings.landing
+    )
+
+
+def _imported(report: Any, landing: Path) -> None:
     print(
         f"imported {report.dataset}: {report.n_events:,} events to {report.events_file}, "
         f"{report.n_users:,} users, {report.n_items:,} items"
         + (
-            f"; {report.n_rejected:,} rejected records in {settings.landing / 'rejected'}"
+            f"; {report.n_rejected:,} rejected records in {landing / 'rejected'}"
             if report.n_rejected
             else ""
         )
@@ -163,40 +257,88 @@ def _clear_landing_events(landing: Path, lake_dir: Path) -> None:
         )
 
 
-def _recommend(args: argparse.Namespace) -> int:
+@app.command()
+def recommend(user_id: Annotated[str, typer.Argument(help="the user's id")]) -> int:
+    """Print a user's list from the serving store (unknown users get the popular list)."""
     from flows.settings import Settings
     from pipelines.stores.serving import ServingStore, read_recommendations
 
-    try:
-        table = read_recommendations(ServingStore(Settings().serving), args.user_id)
-    except LookupError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    table = read_recommendations(ServingStore(Settings().serving), user_id)
     rows = table.to_pylist()
     if not rows:
-        print(f"no recommendations for {args.user_id!r} and no popular list", file=sys.stderr)
+        print(f"no recommendations for {user_id!r} and no popular list", file=sys.stderr)
         return 1
-    print(f"recommendations for {args.user_id} ({rows[0]['source']}):")
+    print(f"recommendations for {user_id} ({rows[0]['source']}):")
     print(f"{'rank':>4}  {'item_id':<12} {'score':>10}  source")
     for row in rows:
         print(f"{row['rank']:>4}  {row['item_id']:<12} {row['score']:>10.4f}  {row['source']}")
     return 0
 
 
-def _quarantine() -> None:
+class QuarantineAction(StrEnum):
+    list = "list"
+    release = "release"
+
+
+@app.command()
+def quarantine(
+    action: Annotated[
+        QuarantineAction, typer.Argument(help="list by reason, or release fixed rows")
+    ] = QuarantineAction.list,
+    reason: Annotated[
+        list[str] | None, typer.Option(help="release: only this reason (repeatable)")
+    ] = None,
+) -> None:
+    """Rejected records by reason; release fixed ones."""
+    if action is QuarantineAction.release:
+        from flows.nightly import release_flow
+
+        report = release_flow(reasons=reason)
+        print(
+            f"released {report.rows_released:,} of {report.rows_checked:,} quarantined rows "
+            f"into {len(report.units)} clean partition files; still quarantined: "
+            f"{report.still_quarantined_by_reason}"
+        )
+        return
     import polars as pl
 
     from flows.settings import Settings
     from pipelines.stores import warehouse
 
     summary = warehouse.quarantine_summary(Settings().warehouse)
-    if summary is None:
-        print("quarantine is empty")
-        return
-    print(pl.DataFrame(summary))
+    print("quarantine is empty" if summary is None else pl.DataFrame(summary))
 
 
-def _demo() -> None:
+BatchId = Annotated[str, typer.Argument(help="the batch id the failed validation printed")]
+Reason = Annotated[str, typer.Option(help="why (recorded in the warehouse batch_decisions)")]
+
+
+@validate_app.command("accept")
+def validate_accept(batch: BatchId, reason: Reason) -> None:
+    """Let a failed batch through (its row-level defects are still quarantined), recorded."""
+    _decide(batch, "accept", reason)
+
+
+@validate_app.command("skip")
+def validate_skip(batch: BatchId, reason: Reason) -> None:
+    """Leave a failed batch in the raw zone, out of the clean one, recorded."""
+    _decide(batch, "skip", reason)
+
+
+def _decide(batch: str, action: Literal["accept", "skip"], reason: str) -> None:
+    from flows.nightly import batch_decision_flow
+
+    decision = batch_decision_flow(batch_id=batch, action=action, reason=reason)
+    what = "accepted" if action == "accept" else "skipped"
+    print(f"{what} batch {batch}: {len(decision.units)} raw files, {decision.rows:,} rows")
+    if decision.validation is not None:
+        v = decision.validation
+        print(f"  {v.rows_clean:,} clean, {v.rows_quarantined:,} quarantined")
+
+
+@app.command()
+def demo() -> None:
+    """Generate data if there is none, run nightly, show the outputs."""
     from flows.nightly import nightly_flow
     from flows.settings import Settings
     from pipelines.extract import ExtractReport
@@ -204,7 +346,7 @@ def _demo() -> None:
 
     settings = Settings()
     if not FileSource().files(settings.landing / "events"):
-        _generate(_parser().parse_args(["generate", "--preset", "demo"]))
+        generate(preset=Preset.demo, seed=42, start=None, defect_share=None)
     reports = nightly_flow()
     extract: ExtractReport = reports["extract"]
     validate, train, publish = reports["validate"], reports["train"], reports["publish"]
@@ -246,46 +388,46 @@ next
     )
 
 
+def _user_error(exc: BaseException) -> bool:
+    """Failures the user can act on (bad input, a failed gate, missing data): one line, exit 1.
+    Imported here, after the fact: none of these modules is needed to print help."""
+    from features.contracts import ContractError
+    from pipelines.suites import ValidationError
+
+    known = (ValidationError, ContractError, FileNotFoundError, LookupError, ValueError)
+    return isinstance(exc, known)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``recs`` command. Failures the user can act on (bad input, a failed
-    validation gate, missing data) print one clear message and exit 1."""
+    """Entry point of the ``recs`` command. Failures the user can act on print one clear message
+    and exit 1 (the traceback only with ``--debug``); usage errors name the option, exit 2."""
     configure_environment()  # before Prefect or MLflow is imported
     configure_logging()
-    from features.contracts import ContractError
-    from pipelines.suites.runner import ValidationError
-
-    args = _parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    _STATE["debug"] = False
+    command = typer.main.get_command(app)
     try:
-        return _dispatch(args)
-    except (ValidationError, ContractError, FileNotFoundError, LookupError, ValueError) as exc:
-        print(f"recs {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        result = command.main(args=args, prog_name="recs", standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors: they name the option typed
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"recs: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
         return 1
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    match args.command:
-        case "generate":
-            _generate(args)
-        case "run":
-            _run(args)
-        case "import":
-            _import(args)
-        case "recommend":
-            return _recommend(args)
-        case "quarantine" if args.action == "release":
-            from flows.nightly import release_flow
-
-            report = release_flow(reasons=args.reason)
-            print(
-                f"released {report.rows_released:,} of {report.rows_checked:,} quarantined rows "
-                f"into {len(report.units)} clean partition files; still quarantined: "
-                f"{report.still_quarantined_by_reason}"
-            )
-        case "quarantine":
-            _quarantine()
-        case "demo":
-            _demo()
-    return 0
+    except Exception as exc:
+        if _STATE["debug"] or not _user_error(exc):
+            raise
+        words = [a for a in args if not a.startswith("-")]
+        name = " ".join(
+            words[:2] if words[:1] in (["run"], ["import"], ["validate"]) else words[:1]
+        )
+        print(f"recs {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

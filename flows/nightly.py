@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -33,7 +33,7 @@ from pipelines.score import ScoreReport, score
 from pipelines.stores import lake
 from pipelines.suites.runner import ValidationError
 from pipelines.train import TrainReport, train
-from pipelines.validate import ValidateReport, validate
+from pipelines.validate import BatchDecision, ValidateReport, decide_batch, validate
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,6 +52,7 @@ train_task = task(name="train-lightfm")(train)
 score_task = task(name="top-k-recommendations")(score)
 publish_task = task(name="publish-recommendations")(publish)
 release_task = task(name="release-quarantine")(release_quarantine)
+decide_task = task(name="decide-batch")(decide_batch)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,25 @@ def validate_flow(units: list[str] | None = None) -> ValidateReport:
     """Gate new raw parts with Great Expectations; clean rows to the clean zone, the rest to
     quarantine. Fails, naming the expectations, when the batch is bad as a whole."""
     return _validate(Run.start(), units)
+
+
+@flow(name="validate-decision")
+def batch_decision_flow(
+    batch_id: str, action: Literal["accept", "skip"], reason: str
+) -> BatchDecision:
+    """A way forward for a failed batch (the run id its error named), recorded with the reason in
+    ``batch_decisions``: ``accept`` validates it with its table-level failures let through (the
+    row rules still quarantine), ``skip`` keeps it in the raw zone, out of the clean one."""
+    run = Run.start()
+    decision = _options(run, decide_task)(
+        run.settings.stores(), batch_id=batch_id, action=action, reason=reason,
+        run_id=run.run_id, now=run.now, thresholds=run.settings.validation,
+    )  # fmt: skip
+    get_run_logger().info(
+        "%s batch %s (%d files, %d rows): %s",
+        action, batch_id, len(decision.units), decision.rows, reason,
+    )  # fmt: skip
+    return decision
 
 
 @flow(name="features")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 import polars as pl
 import pyarrow as pa
@@ -13,6 +14,11 @@ from features.contracts import EVENTS, C, quarantine_rows
 from pipelines.stores import Stores, lake, warehouse
 from pipelines.suites.events import ValidationParams, ValidationThresholds, validate_events
 from pipelines.suites.runner import ValidationError, data_docs_index
+
+WAYS_FORWARD = (
+    "\nways forward: fix the data and run `recs run validate` again, "
+    "or `recs validate accept {batch} --reason ...`, or `recs validate skip {batch} --reason ...`"
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ def validate(
     now: datetime,
     units: list[str] | None = None,
     thresholds: ValidationThresholds,
+    accepted: str | None = None,
 ) -> ValidateReport:
     """Gate the given raw partition files (default: all not validated yet) with GX, then split
     their rows. ``now`` stamps the verdict; events later than now plus the allowed clock skew
@@ -45,12 +52,15 @@ def validate(
     Clean rows go to the same partition files in the clean zone; quarantined rows go to the
     warehouse ``quarantine`` table with a reason; the verdict goes to ``validation_runs``.
 
+    ``accepted`` (an operator's reason, see :func:`decide_batch`) lets a batch that fails its
+    table-level checks through; its rows are still split by the row rules.
+
     Raises:
         ValidationError: the batch failed; nothing reaches the clean zone or the quarantine (its
             raw files stay pending for the next run), and the message names every failed
-            expectation.
+            expectation, the batch id (this run's id) and the ways forward.
     """
-    units = lake.pending_units(stores.lake) if units is None else units
+    units = pending(stores) if units is None else units
     if not units:
         return ValidateReport([], 0, 0, 0, {}, 0, 0)
     batch = lake.read_units(stores.lake, "raw", units, unit_column="_unit")
@@ -84,10 +94,11 @@ def validate(
         failures=result.failures,
         data_docs=str(data_docs_index(stores.gx_root)) if stores.gx_root else None,
     )
+    passes = result.success or accepted is not None
     with warehouse.connect(stores.warehouse) as con:
         # A failed batch stays pending in the raw zone and is validated again after the fix, so
-        # only a passing batch quarantines its rows (once).
-        if result.success and quarantined.height:
+        # only a passing (or accepted) batch quarantines its rows (once).
+        if passes and quarantined.height:
             warehouse.append(
                 con,
                 "quarantine",
@@ -120,12 +131,15 @@ def validate(
                     "quarantine_share": [result.quarantine_share],
                     "expectations_failed": [report.expectations_failed],
                     "failures": ["\n".join(result.failures)],
+                    "accepted": pa.array([accepted], pa.string()),
                 }
             ),
         )
-    if not result.success:
+    if not passes:
         raise ValidationError(
-            f"{len(units)} raw partition file(s) ({units[0]}, ...)", result.failures
+            f"batch {run_id}: {len(units)} raw partition file(s) ({units[0]}, ...)",
+            result.failures,
+            WAYS_FORWARD.format(batch=run_id),
         )
     by_file = _slices_by(result.clean, "_unit")
     for unit in units:
@@ -133,6 +147,86 @@ def validate(
         table = rows.drop("_unit").to_arrow() if rows is not None else EVENTS.empty_table()
         lake.write_unit(stores.lake, "clean", unit, table)
     return report
+
+
+def pending(stores: Stores) -> list[str]:
+    """Raw partition files to validate: not validated yet, and not skipped by an operator
+    (unless extracted again since the skip)."""
+    skipped = warehouse.skipped_units(stores.warehouse)
+    mtimes = lake.units(stores.lake, "raw")
+    return [
+        u for u in lake.pending_units(stores.lake) if u not in skipped or mtimes[u] > skipped[u]
+    ]
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    """An operator's way forward for a failed batch: accepted (validated with its table-level
+    failures overridden) or skipped (its raw files stay in the raw zone, out of the clean one)."""
+
+    batch_id: str
+    action: Literal["accept", "skip"]
+    reason: str
+    units: list[str]
+    rows: int
+    validation: ValidateReport | None
+
+
+def decide_batch(
+    stores: Stores,
+    *,
+    batch_id: str,
+    action: Literal["accept", "skip"],
+    reason: str,
+    run_id: str,
+    now: datetime,
+    thresholds: ValidationThresholds,
+) -> BatchDecision:
+    """Accept or skip the failed batch ``batch_id`` (the run id its error named), recorded in
+    ``batch_decisions`` with the reason, one row per raw file.
+
+    Accepting validates the batch's still-pending files now, row rules and all, letting its
+    table-level failures through. Skipping leaves them in the raw zone (nothing is deleted) and
+    out of every later validation until they are extracted again.
+
+    Raises:
+        ValueError: an empty reason.
+        LookupError: no failed batch has that id, or none of its files is still pending.
+    """
+    if not reason.strip():
+        raise ValueError("--reason: say why the batch is accepted or skipped")
+    units = warehouse.failed_batch_units(stores.warehouse, batch_id)
+    still = set(pending(stores))
+    units = [u for u in units if u in still]
+    if not units:
+        raise LookupError(
+            f"batch {batch_id}: none of its raw files is pending any more "
+            "(validated, accepted or skipped since)"
+        )
+    mtimes = lake.units(stores.lake, "raw")
+    rows = lake.read_units(stores.lake, "raw", units, unit_column="_unit").height
+    report = None
+    if action == "accept":
+        report = validate(
+            stores, run_id=run_id, now=now, units=units, thresholds=thresholds, accepted=reason
+        )
+    with warehouse.connect(stores.warehouse) as con:
+        warehouse.append(
+            con,
+            "batch_decisions",
+            pa.table(
+                {
+                    "batch_id": [batch_id] * len(units),
+                    "unit": units,
+                    "action": [action] * len(units),
+                    "reason": [reason] * len(units),
+                    "raw_mtime": [mtimes[u] for u in units],
+                    "decided_at": pa.array([now] * len(units), pa.timestamp("us", tz="UTC")),
+                    "run_id": [run_id] * len(units),
+                }
+            ),
+        )
+    return BatchDecision(batch_id, action, reason, units, rows, report)
 
 
 def _slices_by(frame: pl.DataFrame, column: str) -> dict[str, pl.DataFrame]:

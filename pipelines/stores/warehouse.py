@@ -214,6 +214,47 @@ def serving_plan(path: Path, run_id: str | None = None) -> dict[str, str] | None
     return {str(s): str(c) for s, c in rows} or None
 
 
+def failed_batch_units(path: Path, batch_id: str) -> list[str]:
+    """The raw partition files of the failed validation ``batch_id`` (its run id).
+
+    Raises:
+        LookupError: no failed validation has that id (naming the latest failed ones).
+    """
+    with connect(path, read_only=True) as con:
+        if not table_exists(con, "validation_runs"):
+            raise LookupError(f"{path}: no validation has run yet")
+        rows = con.execute(
+            "select arg_max(units, validated_at) from validation_runs "
+            "where run_id = ? and not success",
+            [batch_id],
+        ).fetchall()
+        if rows[0][0] is None:
+            latest = con.execute(
+                "select run_id from validation_runs where not success "
+                "order by validated_at desc limit 3"
+            ).fetchall()
+            raise LookupError(
+                f"no failed validation batch {batch_id!r}; the latest failed: "
+                + (", ".join(str(r[0]) for r in latest) or "none")
+            )
+    return str(rows[0][0]).split(",")
+
+
+def skipped_units(path: Path) -> dict[str, float]:
+    """Raw partition file -> its modification time when an operator skipped it
+    (``batch_decisions``); a file extracted again since is no longer skipped."""
+    if not path.exists():
+        return {}
+    with connect(path, read_only=True) as con:
+        if not table_exists(con, "batch_decisions"):
+            return {}
+        rows = con.execute(
+            "select unit, arg_max(raw_mtime, decided_at) from batch_decisions "
+            "where action = 'skip' group by unit"
+        ).fetchall()
+    return {str(u): float(m) for u, m in rows}
+
+
 def require_features_for(path: Path, as_of: datetime) -> None:
     """Refuse to use feature tables built for another ``as_of``.
 
@@ -239,6 +280,7 @@ TABLE_COMMENTS = {
     "extractions": "One row per extracted file or database window: checksum or watermarks, counts.",
     "validation_runs": "One row per validation: rows in, clean, quarantined; failed expectations.",
     "quarantine_releases": "One row per quarantined record released into the clean zone.",
+    "batch_decisions": "One row per raw file of a failed batch an operator accepted or skipped.",
     "interactions": "One row per user_id x item_id with an event before the run's as_of.",
     "user_features": "One row per user_id: catalog attributes and history counts as of as_of.",
     "item_features": "One row per item_id: catalog attributes, availability, users before as_of.",

@@ -6,7 +6,7 @@ the context is ephemeral; with one, a file context keeps the suites, results and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,10 @@ import pandas as pd
 from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.datasource.fluent import PandasDatasource
+
+from pipelines.suites import ValidationError
+
+__all__ = ["ValidationError", "data_docs_index", "run_expectations"]
 
 
 @contextmanager
@@ -155,11 +159,3 @@ def describe(o: ExpectationOutcome) -> str:
     if o.examples:
         text += f", e.g. {o.examples[:3]}"
     return text + (f" (error: {o.error})" if o.error else "")
-
-
-class ValidationError(RuntimeError):
-    """A batch failed the gate; the message names every failed expectation."""
-
-    def __init__(self, batch_name: str, failures: Sequence[str]) -> None:
-        self.failures = list(failures)
-        super().__init__(f"validation of {batch_name} failed:\n  - " + "\n  - ".join(failures))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -150,3 +151,57 @@ def test_a_failed_batch_quarantines_nothing_and_stays_pending(
     assert after[0] == after[1]  # no row quarantined twice
     assert after[0] > before[0][0]
     assert [r[0] for r in runs][-2:] == [False, True]
+
+
+def _failed_batch(err: str) -> str:
+    match = re.search(r"validation of batch (\S+):", err)
+    assert match, err
+    assert f"recs validate accept {match[1]} --reason" in err, err
+    return match[1]
+
+
+def _decisions(root: Path) -> list[tuple[str, str, str]]:
+    import duckdb
+
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    rows = con.execute("select action, unit, reason from batch_decisions order by unit").fetchall()
+    con.close()
+    return [(str(a), str(u), str(r)) for a, u, r in rows]
+
+
+def test_accept_lets_a_failed_batch_through_and_records_it(
+    baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    code, err = _run_day(baseline, tmp_path, CASES["volume drop of 90%"][0], monkeypatch, capsys)
+    assert code == 1
+    batch = _failed_batch(err)
+    root = tmp_path / "data"
+    unit = f"dt={NEW_DAY}/landing--events-{NEW_DAY}.parquet"
+    assert not (root / "lake" / "clean" / "events" / unit).exists()
+    assert main(["validate", "accept", batch, "--reason", "half-day outage, data complete"]) == 0
+    assert f"accepted batch {batch}: 1 raw files" in capsys.readouterr().out
+    assert (root / "lake" / "clean" / "events" / unit).exists()
+    assert _decisions(root) == [("accept", unit, "half-day outage, data complete")]
+    assert main(["run", "validate"]) == 0  # nothing pending any more
+    assert main(["validate", "accept", batch, "--reason", "again"]) == 1
+    assert "none of its raw files is pending" in capsys.readouterr().err
+
+
+def test_skip_keeps_a_failed_batch_raw_and_out_of_later_runs(
+    baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    code, err = _run_day(baseline, tmp_path, CASES["volume drop of 90%"][0], monkeypatch, capsys)
+    batch = _failed_batch(err)
+    root = tmp_path / "data"
+    unit = f"dt={NEW_DAY}/landing--events-{NEW_DAY}.parquet"
+    assert main(["validate", "skip", batch, "--reason", ""]) == 1
+    assert "--reason" in capsys.readouterr().err
+    assert main(["validate", "skip", batch, "--reason", "test export, not real traffic"]) == 0
+    assert main(["run", "validate"]) == 0  # the skipped file no longer blocks the gate
+    assert (root / "lake" / "raw" / "events" / unit).exists()
+    assert not (root / "lake" / "clean" / "events" / unit).exists()
+    assert _decisions(root) == [("skip", unit, "test export, not real traffic")]
+    assert main(["validate", "accept", "no-such-batch", "--reason", "x"]) == 1
+    assert f"the latest failed: {batch}" in capsys.readouterr().err
