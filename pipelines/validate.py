@@ -13,7 +13,7 @@ import pyarrow as pa
 from features.contracts import EVENTS, C, quarantine_rows
 from pipelines.stores import Stores, lake, warehouse
 from pipelines.suites.events import ValidationParams, ValidationThresholds, validate_events
-from pipelines.suites.runner import ValidationError, data_docs_index
+from pipelines.suites.runner import ValidationError, offline_data_docs
 
 WAYS_FORWARD = (
     "\nways forward: fix the data and run `recs run validate` again, "
@@ -92,7 +92,7 @@ def validate(
         expectations_passed=sum(o.success for o in result.outcomes),
         expectations_failed=sum(not o.success for o in result.outcomes),
         failures=result.failures,
-        data_docs=str(data_docs_index(stores.gx_root)) if stores.gx_root else None,
+        data_docs=str(offline_data_docs(stores.gx_root)) if stores.gx_root else None,
     )
     passes = result.success or accepted is not None
     with warehouse.connect(stores.warehouse) as con:

@@ -20,8 +20,9 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.datasource.fluent import PandasDatasource
 
 from pipelines.suites import ValidationError
+from pipelines.suites.docs import offline_index_path, write_offline_index
 
-__all__ = ["ValidationError", "data_docs_index", "run_expectations"]
+__all__ = ["ValidationError", "data_docs_index", "offline_data_docs", "run_expectations"]
 
 
 @contextmanager
@@ -53,8 +54,14 @@ class ExpectationOutcome:
 
 
 def data_docs_index(gx_root: Path) -> Path:
-    """The Data Docs page a file context under ``gx_root`` builds."""
+    """The Data Docs page a file context under ``gx_root`` builds (it needs internet access to
+    show anything: see :func:`offline_data_docs`)."""
     return gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def offline_data_docs(gx_root: Path) -> Path:
+    """The index of the Data Docs that opens offline (:mod:`pipelines.suites.docs`)."""
+    return offline_index_path(data_docs_index(gx_root).parent)
 
 
 def run_expectations(
@@ -121,6 +128,7 @@ def _validate(
         )
         run = checkpoint.run(batch_parameters={"dataframe": batch})
         (result,) = run.run_results.values()
+        write_offline_index(gx_root / "gx", data_docs_index(gx_root).parent)
     return result
 
 

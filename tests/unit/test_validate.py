@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -205,3 +206,20 @@ def test_file_context_keeps_the_suite_and_builds_data_docs(tmp_path: Path) -> No
     pages = list((index.parent / "validations").rglob("*.html"))
     assert pages, "a validation result page"
     assert "new_events" in index.read_text()
+
+
+def test_offline_data_docs_list_every_result_without_scripts_or_cdns(tmp_path: Path) -> None:
+    from pipelines.suites.runner import offline_data_docs
+
+    validate_events(_defective("unknown_item"), _params(), gx_root=tmp_path)
+    assert not validate_events(_defective("unknown_item"), _params(0.0), gx_root=tmp_path).success
+    page = offline_data_docs(tmp_path)
+    text = page.read_text()
+    assert "<script" not in text  # nothing to run
+    assert "http" not in text  # nothing to fetch
+    rows = re.findall(r"<tr><td><a href='([^']+)'>", text)
+    assert len(rows) >= 2  # both validations of new_events, newest first, linked
+    assert all((page.parent / link).exists() for link in rows)
+    assert "FAILED" in text
+    assert "passed" in text
+    assert "expectations/new_events.html" in text
