@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench lock clean-data ui-mlflow ui-prefect
+.PHONY: install demo test test-fast lint format bench lock clean-data ui-mlflow ui-prefect serve
 
 # Reinstall only when the dependency declaration or the lock changes.
 $(STAMP): pyproject.toml requirements.lock
@@ -51,6 +51,10 @@ clean-data:
 
 ui-mlflow: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db --port 5000
+
+# A local Prefect server, the work pool, every deployment of prefect.yaml and a worker (Ctrl-C stops).
+serve: $(STAMP)
+	$(BIN)/python -m flows.serve
 
 ui-prefect: $(STAMP)
 	$(BIN)/prefect server start --port 4200

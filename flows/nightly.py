@@ -31,6 +31,7 @@ from pipelines.publish import PublishReport, publish
 from pipelines.release import ReleaseReport, release_quarantine
 from pipelines.score import ScoreReport, score
 from pipelines.stores import lake
+from pipelines.stores.warehouse import features_schema
 from pipelines.suites.runner import ValidationError
 from pipelines.train import TrainReport, train
 from pipelines.validate import BatchDecision, ValidateReport, decide_batch, validate
@@ -122,16 +123,20 @@ def _validate(run: Run, units: list[str] | None) -> ValidateReport:
     return report
 
 
-def _features(run: Run, as_of: datetime) -> FeaturesReport:
+def _features(run: Run, as_of: datetime, backfill: bool = False) -> FeaturesReport:
     s = run.settings
     return _options(run, features_task)(
         s.stores(), as_of=as_of, holdout_days=s.holdout_days, top_k=s.top_k, signal=s.signal,
-        popularity=s.popularity,
+        popularity=s.popularity, schema=features_schema(as_of, backfill=backfill),
     )  # fmt: skip
 
 
 def _train(
-    run: Run, as_of: datetime, params: LightFMParams | None, serve: bool = True
+    run: Run,
+    as_of: datetime,
+    params: LightFMParams | None,
+    serve: bool = True,
+    manifest: str | None = None,
 ) -> TrainReport:
     s = run.settings
     report = _options(run, train_task)(
@@ -139,6 +144,7 @@ def _train(
         signal=s.signal, popularity=s.popularity, ease=s.ease, gate=s.gate, k=s.top_k,
         run_id=run.run_id,
         as_of=as_of, window_start=as_of - timedelta(days=s.holdout_days), serve=serve,
+        features_schema=features_schema(as_of, backfill=not serve), manifest=manifest,
     )  # fmt: skip
     get_run_logger().info(
         "model version %s (%d epochs): %s; serving %s",
@@ -148,12 +154,18 @@ def _train(
 
 
 def _score(
-    run: Run, as_of: datetime, plan_run_id: str | None, model_version: str | None = None
+    run: Run,
+    as_of: datetime,
+    plan_run_id: str | None,
+    model_version: str | None = None,
+    plan_version: str | None = None,
+    backfill: bool = False,
 ) -> ScoreReport:
     s = run.settings
     return _options(run, score_task)(
         s.stores(), s.tracking(), k=s.top_k, popularity=s.popularity, ease=s.ease,
         run_id=run.run_id, as_of=as_of, plan_run_id=plan_run_id, model_version=model_version,
+        plan_version=plan_version, features_schema=features_schema(as_of, backfill=backfill),
         generated_at=run.now, ttl=timedelta(hours=s.recs_ttl_hours), num_threads=s.num_threads,
     )  # fmt: skip
 
@@ -300,12 +312,20 @@ def nightly_flow(
     timed("extract", lambda: _extract(run, force_extract, since, until))
     timed("validate", lambda: _validate(run, None))
     resolved = resolve_as_of(run, as_of)
-    timed("features", lambda: _features(run, resolved))
-    timed("train", lambda: _train(run, resolved, params, serve=publish_lists))
+    timed("features", lambda: _features(run, resolved, backfill=not publish_lists))
     timed(
-        "score",
-        lambda: _score(run, resolved, run.run_id, reports["train"].serving_version),
+        "train",
+        lambda: _train(run, resolved, params, publish_lists, reports["features"].manifest),
     )
+
+    def score_step() -> ScoreReport:
+        train = reports["train"]
+        return _score(
+            run, resolved, None, train.serving_version, plan_version=train.model_version,
+            backfill=not publish_lists,
+        )  # fmt: skip
+
+    timed("score", score_step)
     if publish_lists:
         timed("publish", lambda: _publish(run, reports["score"].path))
     create_markdown_artifact(

@@ -3,6 +3,7 @@ rebuilt in the warehouse from the clean lake and the latest catalogs."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,6 +51,19 @@ class FeaturesReport:
     as_of: datetime
     window_start: datetime
     rows: dict[str, int]
+    manifest: str = ""  # a fingerprint of every table's content (see :func:`content_manifest`)
+
+
+def content_manifest(tables: dict[str, pa.Table]) -> str:
+    """A fingerprint of the tables' content, independent of row order (joins reorder rows):
+    per table, its row count and the wrapping sum of its row hashes. Equal inputs give equal
+    manifests within one Polars version (row hashes are not stable across versions)."""
+    digest = hashlib.sha256()
+    for name in sorted(tables):
+        frame = _frame(tables[name])
+        total = frame.hash_rows(seed=0).cast(pl.Decimal(38, 0)).sum() if frame.height else 0
+        digest.update(f"{name}:{frame.height}:{frame.columns}:{total}\n".encode())
+    return digest.hexdigest()
 
 
 def build_features(
@@ -60,6 +74,7 @@ def build_features(
     top_k: int,
     signal: SignalParams,
     popularity: PopularityParams,
+    schema: str = warehouse.LATEST,
 ) -> FeaturesReport:
     """The feature tables of one run, from events before ``as_of`` only, into the warehouse.
 
@@ -68,6 +83,9 @@ def build_features(
     evaluation window's start (``as_of - holdout_days``, what candidates train on):
     ``eval_interactions``, ``eval_user_features``, ``eval_item_features``; and ``holdout``, the
     window's truth. Catalogs are the snapshots in force at ``as_of``.
+
+    The tables go to warehouse ``schema``: the latest (``main``), or a backfill's own
+    (:func:`pipelines.stores.warehouse.features_schema`), the oldest of which are dropped.
     """
     start = as_of - timedelta(days=holdout_days)
     tables: dict[str, pa.Table] = {}
@@ -96,21 +114,26 @@ def build_features(
     available = data.items.filter(pl.col(C.available))[C.item_id]
     tables["popular_items"] = popular_items(data, popularity, top_k, available).to_arrow()
     rows = {name: table.num_rows for name, table in tables.items()}
+    manifest = content_manifest(tables)
     with warehouse.connect(stores.warehouse) as wh:
         for name, table in tables.items():
-            warehouse.replace(wh, name, table)
+            warehouse.replace(wh, name, table, schema=schema)
         warehouse.append(
             wh,
             "feature_runs",
             pa.table(
                 {
                     "as_of": pa.array([as_of], pa.timestamp("us", tz="UTC")),
+                    "features_schema": [schema],
+                    "manifest": [manifest],
                     "window_start": pa.array([start], pa.timestamp("us", tz="UTC")),
                     **{f"rows_{k}": [v] for k, v in rows.items()},
                 }
             ),
         )
-    return FeaturesReport(as_of, start, rows)
+        if schema != warehouse.LATEST:
+            warehouse.drop_old_backfill_schemas(wh, warehouse.KEEP_BACKFILL_SCHEMAS)
+    return FeaturesReport(as_of, start, rows, manifest)
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:

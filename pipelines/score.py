@@ -46,6 +46,8 @@ def score(
     as_of: datetime,
     plan_run_id: str | None = None,
     model_version: str | None = None,
+    plan_version: str | None = None,
+    features_schema: str = warehouse.LATEST,
     generated_at: datetime,
     ttl: timedelta,
     num_threads: int,
@@ -60,13 +62,15 @@ def score(
     model does not describe, and the slots a list cannot fill, get the global popular list.
     Items the user had an event on before ``as_of`` and unavailable items are excluded. The
     model is ``model_version`` when given (the one this run refitted), else ``@champion``.
+    ``plan_version`` takes the plan of the training that registered that version instead (the
+    champion's, for a score-and-publish run). Feature tables are read from ``features_schema``.
 
     Raises:
         ValidationError: the lists fail the recommendations suite (nothing is written).
     """
-    warehouse.require_features_for(stores.warehouse, as_of)
+    warehouse.require_features_for(stores.warehouse, as_of, features_schema)
     interactions, users, items = warehouse.read_tables(
-        stores.warehouse, "interactions", "user_features", "item_features"
+        stores.warehouse, "interactions", "user_features", "item_features", schema=features_schema
     )
     seen = interactions.select(C.user_id, C.item_id)
     available = items.filter(pl.col(C.available))[C.item_id]
@@ -75,7 +79,9 @@ def score(
         users, k, exclude=seen, allowed_items=available, num_threads=num_threads
     )
     champion = load_version(tracking, model_version) if model_version else load_champion(tracking)
-    plan = warehouse.serving_plan(stores.warehouse, plan_run_id) or dict.fromkeys(SEGMENTS, "model")
+    plan = warehouse.serving_plan(stores.warehouse, plan_run_id, plan_version) or dict.fromkeys(
+        SEGMENTS, "model"
+    )
     warm = pl.col(C.user_id).is_in(interactions[C.user_id].unique().implode())
     groups = {"warm": users.filter(warm), "cold": users.filter(~warm)}
     parts = []

@@ -12,6 +12,8 @@ event before ``as_of`` (with the epoch count early stopping chose) and registere
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,7 +36,13 @@ from models.lightfm_model import LightFMRecommender, train_with_early_stopping
 from models.params import LightFMParams
 from models.policy import SEGMENTS, GateParams, fill_to_k, promotion_decision, segment_choice
 from pipelines.stores import Stores, warehouse
-from pipelines.stores.tracking import Tracking, load_champion, log_training_run
+from pipelines.stores.tracking import (
+    Tracking,
+    champion_version,
+    find_training,
+    load_champion,
+    log_training_run,
+)
 
 MODEL, BASELINE, CHAMPION, EASE = "model", "baseline", "champion", "ease"
 """Candidate names: the challenger configuration, global popularity (the configured window), the
@@ -76,10 +84,12 @@ class _Window:
     popular: pl.DataFrame  # the global popular list for every window user (the fill)
 
 
-def _window(stores: Stores, popularity: PopularityParams, k: int, start: datetime) -> _Window:
+def _window(
+    stores: Stores, popularity: PopularityParams, k: int, start: datetime, schema: str
+) -> _Window:
     inter, users, items, holdout = warehouse.read_tables(
         stores.warehouse, "eval_interactions", "eval_user_features", "eval_item_features",
-        "holdout",
+        "holdout", schema=schema,
     )  # fmt: skip
     data = TrainingData(inter.filter(pl.col("positive")), users, items, start)
     who = holdout.select(C.user_id, "user_segment").unique().sort(C.user_id)
@@ -149,16 +159,32 @@ def train(
     as_of: datetime,
     window_start: datetime,
     serve: bool = True,
+    features_schema: str = warehouse.LATEST,
+    manifest: str | None = None,
 ) -> TrainReport:
     """Evaluate, decide, refit and register (module docstring). With ``serve`` the refit
     becomes ``@champion``; a backfill of a past night passes False (its refit is registered,
     and used by its own scoring, but tonight's champion keeps the alias).
 
+    ``manifest`` (the feature tables' content, :func:`pipelines.features.content_manifest`)
+    with the configuration and the timeline makes the run's input manifest (MLflow tag
+    ``input_manifest``). When a finished training had the same one and its version still
+    serves (is ``@champion``, or ``serve`` is False), nothing is trained: its version, plan
+    and metrics are reused, and the decision says so.
+
     Raises:
         ValueError: there are no positive interactions before the window or before ``as_of``.
     """
-    warehouse.require_features_for(stores.warehouse, as_of)
-    window = _window(stores, popularity, k, window_start)
+    warehouse.require_features_for(stores.warehouse, as_of, features_schema)
+    inputs = _input_manifest(
+        manifest, as_of=as_of, window_start=window_start, k=k,
+        params=params.model_dump(exclude={"num_threads"}), signal=signal.model_dump(),
+        popularity=popularity.model_dump(), ease=ease.model_dump(), gate=gate.model_dump(),
+    )  # fmt: skip
+    reused = _reuse(stores, tracking, inputs, serve) if inputs else None
+    if reused is not None:
+        return reused
+    window = _window(stores, popularity, k, window_start, features_schema)
     if window.data.interactions.height == 0:
         raise ValueError(
             f"no positive interactions before the evaluation window ({window_start.isoformat()});"
@@ -230,7 +256,7 @@ def train(
     won = segment_choice(per_user, candidates, gate)  # by candidate, for the metrics behind it
     serving = {s: (MODEL if c == serving_name else c) for s, c in won.items()}
     interactions, users, items = warehouse.read_tables(
-        stores.warehouse, "interactions", "user_features", "item_features"
+        stores.warehouse, "interactions", "user_features", "item_features", schema=features_schema
     )
     full = TrainingData(interactions.filter(pl.col("positive")), users, items, as_of)
     if full.interactions.height == 0:
@@ -263,20 +289,57 @@ def train(
             "flow_run_id": run_id,
             "decision": decision.reason,
             "champion_version": champion.version if champion else "none",
+            "input_manifest": inputs or "none",
+            "serves_model": str(serving_params is not None).lower(),
             **{f"serve_{s}": c for s, c in serving.items()},
         },
         promote=serve and serving_params is not None,
     )
-    _record_choice(stores, run_id, as_of, serving, won, metrics, k)
+    _record_choice(stores, run_id, logged.version, as_of, serving, won, metrics, k)
     return TrainReport(
         logged.run_id, logged.version, logged.version if serving_params else None,
         decision.promote, decision.reason, serving, epochs, metrics,
     )  # fmt: skip
 
 
+def _input_manifest(manifest: str | None, **config: object) -> str | None:
+    """What a training depends on, as one hash: the feature tables' content, the timeline and
+    every setting that changes the fit or the decision (None without a features manifest)."""
+    if not manifest:
+        return None
+    text = json.dumps({"features": manifest, **config}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _reuse(stores: Stores, tracking: Tracking, inputs: str, serve: bool) -> TrainReport | None:
+    """The report of an earlier training with the same inputs whose version still serves."""
+    past = find_training(tracking, inputs)
+    if past is None:
+        return None
+    if serve:
+        try:
+            if champion_version(tracking) != past.version:
+                return None  # say, rolled back since: train again
+        except LookupError:
+            return None
+    plan = warehouse.serving_plan(stores.warehouse, model_version=past.version)
+    if plan is None:
+        return None
+    decision = (
+        f"skipped: the inputs are unchanged since training run {past.run_id} "
+        f"(input_manifest {inputs[:12]}); reusing version {past.version}"
+    )
+    serves = past.tags.get("serves_model") == "true"
+    return TrainReport(
+        past.run_id, past.version, past.version if serves else None, False, decision, plan,
+        int(past.params.get("epochs_chosen", "0")), past.metrics,
+    )  # fmt: skip
+
+
 def _record_choice(
     stores: Stores,
     run_id: str,
+    version: str,
     as_of: datetime,
     serving: dict[str, str],
     won: dict[str, str],
@@ -295,6 +358,7 @@ def _record_choice(
             pa.table(
                 {
                     "run_id": [run_id] * len(names),
+                    "model_version": [version] * len(names),
                     "as_of": pa.array([as_of] * len(names), ts),
                     "segment": names,
                     "candidate": winners,

@@ -25,6 +25,8 @@ ENTRY = Path(models.pyfunc_entry.__file__)
 """The models-from-code file MLflow logs and runs on load."""
 
 CHAMPION = "champion"
+PREVIOUS = "previous-champion"
+"""The version ``champion`` pointed at before its last move: what a rollback returns to."""
 
 
 def model_signature(recommender: Recommender) -> ModelSignature:
@@ -152,5 +154,95 @@ def log_training_run(
     for key, value in {**tags, "promoted": str(promote).lower()}.items():
         client.set_model_version_tag(tracking.model_name, version, key, value)
     if promote:
-        client.set_registered_model_alias(tracking.model_name, CHAMPION, version)
+        _move_champion(client, tracking.model_name, version)
     return LoggedModel(run.info.run_id, version, promote)
+
+
+def _alias(client: MlflowClient, model_name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def _move_champion(client: MlflowClient, model_name: str, version: str) -> None:
+    before = _alias(client, model_name, CHAMPION)
+    if before is not None and before != version:
+        client.set_registered_model_alias(model_name, PREVIOUS, before)
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+
+
+@dataclass(frozen=True)
+class PastTraining:
+    """A finished training run found by its input manifest, and the version it registered."""
+
+    run_id: str
+    version: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def find_training(tracking: Tracking, manifest: str) -> PastTraining | None:
+    """The latest finished training whose tag ``input_manifest`` is ``manifest`` and that
+    registered a version (None when there is none)."""
+    experiment_id = tracking.activate()
+    client = MlflowClient()
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.input_manifest = '{manifest}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+    if not versions:
+        return None
+    return PastTraining(
+        run.info.run_id, str(versions[0].version), dict(run.data.tags), dict(run.data.params),
+        dict(run.data.metrics),
+    )  # fmt: skip
+
+
+def champion_version(tracking: Tracking) -> str:
+    """The ``@champion`` version.
+
+    Raises:
+        LookupError: nothing was promoted yet.
+    """
+    tracking.activate()
+    version = _alias(MlflowClient(), tracking.model_name, CHAMPION)
+    if version is None:
+        raise LookupError(f"{tracking.model_name}: no champion yet; run `recs run nightly` first")
+    return version
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """``champion`` moved from ``rolled_back`` back to ``version``."""
+
+    version: str
+    rolled_back: str
+
+
+def rollback_champion(tracking: Tracking) -> Rollback:
+    """Move ``champion`` to ``previous-champion`` and drop that alias (a second rollback needs
+    a new promotion in between); the version rolled back from is tagged ``rolled_back``.
+
+    Raises:
+        LookupError: there is no previous champion to return to.
+    """
+    tracking.activate()
+    client = MlflowClient()
+    name = tracking.model_name
+    current, previous = _alias(client, name, CHAMPION), _alias(client, name, PREVIOUS)
+    if current is None or previous is None:
+        raise LookupError(f"{name}: no previous champion to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_alias(name, PREVIOUS)
+    client.set_model_version_tag(name, current, "rolled_back", "true")
+    return Rollback(previous, current)

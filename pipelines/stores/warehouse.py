@@ -104,26 +104,43 @@ def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
         con.unregister("_rows")
 
 
-def replace(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
-    """Replace ``table`` with ``rows`` in one statement."""
+LATEST = "main"
+"""The schema of the latest feature tables (what the nightly and analysts use)."""
+
+KEEP_BACKFILL_SCHEMAS = 7
+"""Backfill feature schemas kept in the warehouse (the newest built); older ones are dropped."""
+
+
+def features_schema(as_of: datetime, *, backfill: bool) -> str:
+    """Where a run's feature tables go: :data:`LATEST`, or for a backfill its own schema per
+    ``as_of`` (``asof_20261011t000000``), so a backfill never overwrites the latest tables."""
+    return f"asof_{as_of:%Y%m%dt%H%M%S}" if backfill else LATEST
+
+
+def replace(
+    con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, *, schema: str = LATEST
+) -> None:
+    """Replace ``schema.table`` with ``rows`` in one statement (the schema is created)."""
     con.register("_rows", rows)
     try:
-        con.execute(f'create or replace table "{table}" as select * from _rows')
+        con.execute(f'create schema if not exists "{schema}"')
+        con.execute(f'create or replace table "{schema}"."{table}" as select * from _rows')
     finally:
         con.unregister("_rows")
 
 
-def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """Whether ``table`` exists in the main schema."""
+def table_exists(con: duckdb.DuckDBPyConnection, table: str, schema: str = LATEST) -> bool:
+    """Whether ``table`` exists in ``schema``."""
     # fetchall: DuckDB 2.0 keeps a result open (and the connection busy) after fetchone.
     rows = con.execute(
-        "select count(*) from information_schema.tables where table_name = ?", [table]
+        "select count(*) from information_schema.tables where table_name = ? and table_schema = ?",
+        [table, schema],
     ).fetchall()
     return bool(rows[0][0])
 
 
-def read_tables(path: Path, *names: str) -> list[pl.DataFrame]:
-    """Whole tables as Polars frames, from one read-only connection.
+def read_tables(path: Path, *names: str, schema: str = LATEST) -> list[pl.DataFrame]:
+    """Whole tables of ``schema`` as Polars frames, from one read-only connection.
 
     Raises:
         FileNotFoundError: naming the warehouse and the missing table.
@@ -131,9 +148,11 @@ def read_tables(path: Path, *names: str) -> list[pl.DataFrame]:
     with connect(path, read_only=True) as con:
         frames = []
         for name in names:
-            if not table_exists(con, name):
-                raise FileNotFoundError(f"{path}: no table {name!r}; run `recs run features` first")
-            frame = pl.from_arrow(con.sql(f'select * from "{name}"').to_arrow_table())
+            if not table_exists(con, name, schema):
+                raise FileNotFoundError(
+                    f"{path}: no table {schema}.{name}; run `recs run features` first"
+                )
+            frame = pl.from_arrow(con.sql(f'select * from "{schema}"."{name}"').to_arrow_table())
             assert isinstance(frame, pl.DataFrame)
             frames.append(frame)
     return frames
@@ -199,17 +218,28 @@ def releasable_quarantine(path: Path) -> pl.DataFrame:
         )
 
 
-def serving_plan(path: Path, run_id: str | None = None) -> dict[str, str] | None:
-    """Segment -> candidate from ``segment_choices``: the given run's, else the last recorded
-    (None when there is none)."""
+def serving_plan(
+    path: Path, run_id: str | None = None, model_version: str | None = None
+) -> dict[str, str] | None:
+    """Segment -> candidate from ``segment_choices``: of the training that registered
+    ``model_version``, else of run ``run_id``, else the last recorded (None when there is none)."""
     with connect(path, read_only=True) as con:
         if not table_exists(con, "segment_choices"):
             return None
-        which = "?" if run_id else "(select arg_max(run_id, rowid) from segment_choices)"
+        if model_version is not None:
+            if "model_version" not in {
+                r[0] for r in con.execute("describe segment_choices").fetchall()
+            }:
+                return None
+            where, args = "model_version = ?", [model_version]
+        elif run_id is not None:
+            where, args = "run_id = ?", [run_id]
+        else:
+            where, args = "run_id = (select arg_max(run_id, rowid) from segment_choices)", []
         rows = con.execute(
-            f"select segment, candidate from segment_choices where run_id = {which} "
-            "order by segment",
-            [run_id] if run_id else [],
+            f"select segment, arg_max(candidate, rowid) from segment_choices where {where} "
+            "group by segment order by segment",
+            args,
         ).fetchall()
     return {str(s): str(c) for s, c in rows} or None
 
@@ -255,7 +285,7 @@ def skipped_units(path: Path) -> dict[str, float]:
     return {str(u): float(m) for u, m in rows}
 
 
-def require_features_for(path: Path, as_of: datetime) -> None:
+def require_features_for(path: Path, as_of: datetime, schema: str = LATEST) -> None:
     """Refuse to use feature tables built for another ``as_of``.
 
     Raises:
@@ -263,16 +293,41 @@ def require_features_for(path: Path, as_of: datetime) -> None:
     """
     with connect(path, read_only=True) as con:
         built = (
-            con.execute("select arg_max(as_of, rowid) from feature_runs").fetchall()[0][0]
+            con.execute(
+                "select arg_max(as_of, rowid) from feature_runs "
+                "where coalesce(features_schema, 'main') = ?",
+                [schema],
+            ).fetchall()[0][0]
             if table_exists(con, "feature_runs")
             else None
         )
     if built != as_of:
         have = built.isoformat() if isinstance(built, datetime) else "none"
         raise ValueError(
-            f"{path}: the feature tables are for as_of {have}, not {as_of.isoformat()}; "
-            f"run `recs run features --as-of {as_of.isoformat()}` first"
+            f"{path}: the feature tables ({schema}) are for as_of {have}, not "
+            f"{as_of.isoformat()}; run `recs run features --as-of {as_of.isoformat()}` first"
         )
+
+
+def drop_old_backfill_schemas(con: duckdb.DuckDBPyConnection, keep: int) -> list[str]:
+    """Drop the backfill feature schemas beyond the ``keep`` built most recently."""
+    schemas = [
+        str(r[0])
+        for r in con.execute(
+            "select schema_name from information_schema.schemata where schema_name like 'asof_%'"
+        ).fetchall()
+    ]
+    order = {
+        str(s): n
+        for s, n in con.execute(
+            "select features_schema, max(rowid) from feature_runs "
+            "where features_schema like 'asof_%' group by all"
+        ).fetchall()
+    }
+    schemas.sort(key=lambda s: order.get(s, -1), reverse=True)
+    for old in schemas[keep:]:
+        con.execute(f'drop schema "{old}" cascade')
+    return schemas[keep:]
 
 
 TABLE_COMMENTS = {

@@ -129,7 +129,7 @@ def test_mlflow_holds_the_run_metrics_and_champion(
     assert str(champion.version) == train.model_version == first_run["publish"].model_version
 
 
-def test_rerun_is_idempotent_and_keeps_an_equal_champion(
+def test_rerun_is_idempotent_and_reuses_the_champion_without_training(
     first_run: dict[str, Any], env: dict[str, str]
 ) -> None:
     with pytest.MonkeyPatch.context() as mp:
@@ -142,10 +142,11 @@ def test_rerun_is_idempotent_and_keeps_an_equal_champion(
     assert second["extract"].files_skipped > 0
     assert second["validate"].rows_in == 0
     assert second["features"].rows == first_run["features"].rows
-    # the same data gives the same model (one thread, fixed seed): no win over the champion,
-    # whose configuration is refitted and keeps serving
+    assert second["features"].manifest == first_run["features"].manifest
+    # the same inputs (features, settings, as_of): nothing is trained, the champion is reused
     assert not second["train"].promoted
-    assert "vs champion: +0.0000 [+0.0000, +0.0000] (not a win" in second["train"].decision
+    assert second["train"].decision.startswith("skipped: the inputs are unchanged"), second
+    assert second["train"].model_version == first_run["train"].model_version
     assert second["train"].serving == first_run["train"].serving
     assert second["publish"].n_rows == first_run["publish"].n_rows
 

@@ -193,6 +193,7 @@ def test_skip_keeps_a_failed_batch_raw_and_out_of_later_runs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     code, err = _run_day(baseline, tmp_path, CASES["volume drop of 90%"][0], monkeypatch, capsys)
+    assert code == 1
     batch = _failed_batch(err)
     root = tmp_path / "data"
     unit = f"dt={NEW_DAY}/landing--events-{NEW_DAY}.parquet"
