@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 
 # Reinstall only when the dependency declaration or the lock changes.
 $(STAMP): pyproject.toml requirements.lock
+	@echo "installing into $(VENV) from requirements.lock (about 3 minutes the first time, 2 cores)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --progress-bar on -c requirements.lock -e '.[dev]'
+	@echo "installed."
 	touch $(STAMP)
 
 install: $(STAMP)

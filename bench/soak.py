@@ -1,10 +1,12 @@
 """The soak: the scheduled nightly, night after night, with readers on both stores.
 
 A world is generated (a preset of the synthetic generator); its first days land at once, then
-each night one more day's export lands (new users and items arrive through the catalogs' signup
-and release dates; the usual defect share, 2199-dated rows included) and the nightly runs at
-02:00 after that day. Midway, a retrain-only run (features + train at the same ``as_of``) and a
-three-night backfill of past nights (lists kept in the lake, not published over tonight's).
+each night one more day's export lands, with the usual defect share (2199-dated rows included),
+and the nightly runs at 02:00 after that day. One line in ``LATE_EVERY`` of each day's export
+arrives a night late, as its own file (``events-<day>-late.jsonl.gz``); the catalogs grow night
+by night (users appear on their signup date, items on their release date). Midway, a
+retrain-only run (the ``retrain`` flow) and a three-night backfill of past nights (the
+``backfill`` flow: re-extracts its window; lists kept in the lake, not published over tonight's).
 Throughout, one process reads the serving store (a connection per read, a random user each time)
 and another the warehouse's read copy. Prints one row per night. Nothing is asserted here;
 ``tests/flows/test_soak.py`` runs three nights on ``tiny``.
@@ -15,6 +17,9 @@ Run: ``python -m bench.soak --preset demo --nights 14``.
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
+import io
 import os
 import shutil
 import subprocess
@@ -88,9 +93,40 @@ class Night:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _reveal(world: Path, landing: Path, day: date) -> None:
+LATE_EVERY = 30
+"""One line in this many of a day's export arrives the night after (about 3%)."""
+
+
+def _write_gz(path: Path, lines: list[bytes]) -> None:
+    path.write_bytes(gzip.compress(b"".join(lines), mtime=0))
+
+
+def _reveal(world: Path, landing: Path, day: date, late: bool) -> list[bytes]:
+    """Land ``day``'s export; with ``late``, hold back one line in :data:`LATE_EVERY` and return
+    them (they land the next night)."""
     name = f"events-{day.isoformat()}.jsonl.gz"
-    shutil.copy(world / "events" / name, landing / "events" / name)
+    if not late:
+        shutil.copy(world / "events" / name, landing / "events" / name)
+        return []
+    lines = gzip.decompress((world / "events" / name).read_bytes()).splitlines(keepends=True)
+    _write_gz(landing / "events" / name, [x for n, x in enumerate(lines) if n % LATE_EVERY])
+    return [x for n, x in enumerate(lines) if not n % LATE_EVERY]
+
+
+def _grow_catalogs(world: Path, landing: Path, day: date) -> None:
+    """The catalogs as exported on ``day``: users signed up and items released by then."""
+    for name, column in (("users.csv", "signup_date"), ("items.csv", "release_date")):
+        with open(world / name, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [r for r in reader if r[column] <= day.isoformat()]
+            fields = reader.fieldnames or []
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        tmp = landing / f".{name}.tmp"
+        tmp.write_text(out.getvalue())
+        tmp.replace(landing / name)
 
 
 def _decision(train: Any) -> str:
@@ -103,7 +139,6 @@ def run_soak(
     preset: str, nights: int, root: Path, seed: int = 42
 ) -> tuple[list[Night], dict[str, tuple[int, int]]]:
     """Run ``nights`` nights in ``root``; the rows and (reads, errors) per reader."""
-    from flows.nightly import features_flow, train_flow
     from pipelines.sources.synthetic import PRESETS, write_landing
 
     params = PRESETS[preset].model_copy(update={"seed": seed})
@@ -112,14 +147,12 @@ def run_soak(
     data = root / "data"
     landing = data / "landing"
     (landing / "events").mkdir(parents=True)
-    for name in ("users.csv", "items.csv"):
-        shutil.copy(world / name, landing / name)
     if not 1 <= nights < params.days:
         raise ValueError(f"nights: expected 1..{params.days - 1} for preset {preset!r}")
     first = params.days - nights + 1  # days landed before the first night
     days = [params.start + timedelta(days=d) for d in range(params.days)]
-    for day in days[:first]:
-        _reveal(world, landing, day)
+    for day in days[: first - 1]:
+        _reveal(world, landing, day, late=False)
     env = {
         "RECS_DATA_DIR": str(data),
         "RECS_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
@@ -145,28 +178,20 @@ def run_soak(
         return datetime(day.year, day.month, day.day, 2, tzinfo=UTC) + timedelta(days=1)
 
     try:
+        held: list[bytes] = []
         for n, day in enumerate(days[first - 1 :]):
-            if n > 0:
-                _reveal(world, landing, day)
+            if held:  # yesterday's late lines
+                _write_gz(
+                    landing / "events" / f"events-{day - timedelta(days=1)}-late.jsonl.gz", held
+                )
+            held = _reveal(world, landing, day, late=True)
+            _grow_catalogs(world, landing, day)
             as_of = night_at(day)
             rows.append(_run_night(f"{as_of:%Y-%m-%d}", "nightly", _nightly(as_of, True, as_of)))
             if n == nights // 2:
-                start = time.perf_counter()
-                try:
-                    os.environ["RECS_CLOCK"] = as_of.isoformat()
-                    features_flow(as_of=as_of)
-                    train = train_flow(as_of=as_of)
-                    took = {"all": time.perf_counter() - start}
-                    row = Night(f"{as_of:%Y-%m-%d}", "retrain-only", "ok", seconds=took)
-                    row.decision = _decision(train)
-                    rows.append(row)
-                except Exception as exc:  # the soak reports, it does not stop
-                    rows.append(Night(f"{as_of:%Y-%m-%d}", "retrain-only", f"FAILED: {exc}"))
-                for back in (3, 2, 1):
-                    past = as_of - timedelta(days=back)
-                    rows.append(
-                        _run_night(f"{past:%Y-%m-%d}", "backfill", _nightly(past, False, as_of))
-                    )
+                os.environ["RECS_CLOCK"] = as_of.isoformat()
+                rows += _run_other(f"{as_of:%Y-%m-%d}", "retrain-only", _retrain(as_of))
+                rows += _run_other("", "backfill", _backfill(day - timedelta(days=3), day))
     finally:
         for key, value in saved.items():
             if value is None:
@@ -207,6 +232,43 @@ def _run_night(night: str, kind: str, run: Callable[[], dict[str, Any]]) -> Nigh
         night, kind, "ok", reports["validate"].rows_in, reports["validate"].rows_quarantined,
         _decision(reports["train"]), published, reports["timings"],
     )  # fmt: skip
+
+
+def _retrain(as_of: datetime) -> Callable[[], list[Night]]:
+    def run() -> list[Night]:
+        from flows.operations import retrain_flow
+
+        return [Night("", "", "ok", decision=_decision(retrain_flow(as_of=as_of)["train"]))]
+
+    return run
+
+
+def _backfill(since: date, before: date) -> Callable[[], list[Night]]:
+    def run() -> list[Night]:
+        from flows.operations import backfill_flow
+
+        nights = backfill_flow(since=since, until=before - timedelta(days=1))
+        return [
+            Night(b["as_of"][:10], "backfill", "ok", decision=f"v{b['model_version']}")
+            for b in nights
+        ]
+
+    return run
+
+
+def _run_other(night: str, kind: str, run: Callable[[], list[Night]]) -> list[Night]:
+    """A run other than the nightly, as rows (a backfill gives one per night it covers)."""
+    start = time.perf_counter()
+    try:
+        rows = run()
+    except Exception as exc:  # the soak reports, it does not stop
+        traceback.print_exc()
+        return [Night(night, kind, f"FAILED: {str(exc).splitlines()[0]}")]
+    took = time.perf_counter() - start
+    for row in rows:
+        row.night, row.kind = row.night or night, kind
+        row.seconds = {"all (run)": took}
+    return rows
 
 
 def print_table(rows: list[Night], counts: dict[str, tuple[int, int]]) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from lightfm import LightFM
+from tqdm import tqdm
 
 from features.contracts import C
 from features.matrices import (
@@ -200,15 +201,20 @@ def train_with_early_stopping(
     model = _new(params)
     best: tuple[float, int, LightFMRecommender] | None = None
     curve: list[float] = []
+    # A progress bar in a terminal (none when stderr is not one: Prefect logs, CI).
+    bar = tqdm(total=params.epochs, desc="LightFM epochs", unit="epoch", disable=None, leave=False)
     for epoch in range(1, params.epochs + 1):
         _fit_epochs(model, matrices, params, epochs=1)
         snapshot = _snapshot(model, matrices, params.model_copy(update={"epochs": epoch}))
         value = validate(snapshot)
         curve.append(value)
+        bar.update()
+        bar.set_postfix(validation=f"{value:.4f}", best=f"{max(curve):.4f}")
         if best is None or value > best[0]:
             best = (value, epoch, snapshot)
         elif params.patience is not None and epoch - best[1] >= params.patience:
             break
+    bar.close()
     assert best is not None
     return EarlyStopped(best[2], best[1], curve)
 
