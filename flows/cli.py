@@ -7,6 +7,7 @@ Nothing heavy (Prefect, GX, MLflow, LightFM) is imported until a command needs i
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -221,9 +222,9 @@ def import_csv(
         columns = ColumnMapping.model_validate(
             tomllib.loads(mapping.read_text()).get("mapping", {})
         )
-    source = FileSource(
-        name=path.name.split(".", 1)[0], format="csv", csv_delimiter=delimiter, mapping=columns
-    )
+    # The source is named after the file, as an identifier ("Export 2026.csv" -> "Export_2026").
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", path.name.split(".", 1)[0]).strip("_")[:64] or "csv"
+    source = FileSource(name=name, format="csv", csv_delimiter=delimiter, mapping=columns)
     _imported(
         run_import(path, source, settings.landing, users=users, items=items), settings.landing
     )
@@ -343,6 +344,7 @@ def demo() -> None:
     from flows.settings import Settings
     from pipelines.extract import ExtractReport
     from pipelines.sources.readers import FileSource
+    from pipelines.stores.urls import redact
 
     settings = Settings()
     if not FileSource().files(settings.landing / "events"):
@@ -376,8 +378,8 @@ done. as_of {reports["features"].as_of:%Y-%m-%d}
 outputs
   lake          {settings.lake}
   warehouse     {settings.warehouse}
-  serving       {settings.serving}
-  mlflow        {settings.tracking_uri}
+  serving       {redact(settings.serving)}
+  mlflow        {redact(settings.tracking_uri)}
 
 next
   .venv/bin/recs recommend {sample}

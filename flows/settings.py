@@ -27,6 +27,7 @@ from models.policy import GateParams
 from pipelines.sources.readers import FileSource, Source
 from pipelines.stores import Stores
 from pipelines.stores.tracking import Tracking
+from pipelines.stores.urls import check_serving_url
 from pipelines.suites.events import ValidationThresholds
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,11 @@ class Settings(BaseSettings):
     """Where data lives and how the nightly run behaves."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RECS_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="RECS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,  # a bad setting's message never echoes a URL's password
     )
 
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Root of lake, warehouse, serving")
@@ -98,6 +103,9 @@ class Settings(BaseSettings):
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        # Fail at start, not at publish after five stages: the scheme must be one we speak.
+        assert self.serving_url is not None
+        check_serving_url(self.serving_url)
         return self
 
     @classmethod

@@ -14,13 +14,14 @@ from features.contracts import C, ContractError
 from pipelines.score import VALIDATED_CHECKSUM
 from pipelines.stores import Stores, lake, warehouse
 from pipelines.stores.serving import ServingStore, publish_recommendations, table_checksum
+from pipelines.stores.urls import redact
 
 
 @dataclass(frozen=True)
 class PublishReport:
     """The publication recorded in the serving store."""
 
-    serving_url: str
+    serving_url: str  # redacted: never the password
     run_id: str
     model_version: str
     n_users: int
@@ -61,7 +62,7 @@ def publish(
         clock=clock,
     )
     report = PublishReport(
-        stores.serving_url, run_id, version, pub.n_users, pub.n_rows, pub.checksum
+        redact(stores.serving_url), run_id, version, pub.n_users, pub.n_rows, pub.checksum
     )
     with warehouse.connect(stores.warehouse) as con:
         row = {k: [v] for k, v in asdict(report).items()}

@@ -9,8 +9,11 @@ type vocabulary is read without code changes, and every format rejects the same 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +22,14 @@ from typing import Annotated, Literal
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from features.contracts import EVENTS, C, conform, quarantine_rows
 
@@ -82,13 +92,27 @@ class ColumnMapping(BaseModel):
         }
 
 
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
+"""A source name is an identifier (letters, digits, ``_``, single ``-``): it names lake files
+(``<source>--<file>``), so it is never a path."""
+
+
+def _source_name(name: str) -> str:
+    if len(name) > 64 or not SOURCE_NAME.fullmatch(name):
+        raise ValueError(
+            f"source name {name!r}: expected letters, digits, '_' and single '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    return name
+
+
 class FileSource(BaseModel):
     """Export files in a folder."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["files"] = "files"
-    name: str = "landing"
+    name: Annotated[str, AfterValidator(_source_name)] = "landing"
     path: Path | None = Field(None, description="folder of files (default: <landing>/events)")
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
     glob: str | None = Field(None, description="file pattern (default by format)")
@@ -116,7 +140,7 @@ class PostgresSource(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["postgres"] = "postgres"
-    name: str
+    name: Annotated[str, AfterValidator(_source_name)]
     url: str = Field(description="postgresql://user@host:port/db")
     table: str = Field(description="table or schema.table")
     mapping: ColumnMapping = ColumnMapping()
@@ -273,6 +297,29 @@ def _params(mapping: ColumnMapping) -> dict[str, object]:
     return {"default_event_type": mapping.default_event_type} if mapping.event_type is None else {}
 
 
+GLOB_CHARACTERS = frozenset("*?[]{}")
+
+
+def literal_path(path: Path) -> Path:
+    """A path DuckDB reads as exactly this file. DuckDB expands ``*``, ``?``, ``[...]`` and
+    ``{...}`` in every path it is given, so a file named ``events-2026-10-0[1-9].jsonl`` would be
+    read as the nine files it matches; such a file is read through a symlink with a plain name
+    (in the temp folder, named by a hash of the path, keeping the suffixes that say its format
+    and compression)."""
+    if not GLOB_CHARACTERS & set(str(path)):
+        return path
+    folder = Path(tempfile.gettempdir()) / f"recs-literal-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    link = folder / (digest + "".join(path.suffixes[-2:]))
+    if not (link.is_symlink() and link.resolve() == path.resolve()):
+        tmp = folder / f".{digest}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(path.resolve())
+        os.replace(tmp, link)
+    return link
+
+
 def stage_jsonl(
     con: duckdb.DuckDBPyConnection, path: Path, source: FileSource
 ) -> duckdb.DuckDBPyRelation:
@@ -302,7 +349,10 @@ def stage_jsonl(
         {fields}
     from objects
     """
-    return con.sql(sql, params={"path": str(path), "name": path.name, **_params(source.mapping)})
+    return con.sql(
+        sql,
+        params={"path": str(literal_path(path)), "name": path.name, **_params(source.mapping)},
+    )
 
 
 def stage_csv(
@@ -331,8 +381,9 @@ def stage_csv(
     )
     select * from good
     """
+    literal = str(literal_path(path))
     good = con.sql(
-        sql, params={"path": str(path), "name": path.name, "delim": source.csv_delimiter,
+        sql, params={"path": literal, "name": path.name, "delim": source.csv_delimiter,
                      **_params(source.mapping)},
     ).to_arrow_table()  # fmt: skip
     bad = con.sql(
@@ -367,7 +418,10 @@ def stage_parquet(
         {fields}
     from read_parquet($path)
     """
-    return con.sql(sql, params={"path": str(path), "name": path.name, **_params(source.mapping)})
+    return con.sql(
+        sql,
+        params={"path": str(literal_path(path)), "name": path.name, **_params(source.mapping)},
+    )
 
 
 STAGERS = {"jsonl": stage_jsonl, "csv": stage_csv, "parquet": stage_parquet}

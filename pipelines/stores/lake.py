@@ -43,9 +43,30 @@ def zone_dir(lake: Path, zone: str) -> Path:
     return lake / zone / "events"
 
 
+def check_part(part: str) -> str:
+    """A part name is data, never a path or a pattern: one file name, not hidden.
+
+    Raises:
+        ValueError: naming the part and what was expected.
+    """
+    if not part or part.startswith(".") or any(c in part for c in "/\\\0") or part != part.strip():
+        raise ValueError(
+            f"part name {part!r}: expected a plain file name (no '/', '\\', NUL, leading '.' "
+            "or surrounding spaces)"
+        )
+    return part
+
+
 def part_paths(lake: Path, zone: str, part: str) -> list[Path]:
-    """Every partition file of one part in a zone."""
-    return sorted(zone_dir(lake, zone).glob(f"dt=*/{part}.parquet"))
+    """Every partition file of one part in a zone. The name is matched literally: a file named
+    ``events-2026-10-0[1-9]`` is that file, never a pattern over its neighbours."""
+    name = f"{check_part(part)}.parquet"
+    root = zone_dir(lake, zone)
+    if not root.exists():
+        return []
+    return sorted(
+        p for d in root.iterdir() if d.name.startswith("dt=") if (p := d / name).is_file()
+    )
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
@@ -65,7 +86,7 @@ class DayWriters:
 
     def __init__(self, lake: Path, zone: str, part: str) -> None:
         self.root = zone_dir(lake, zone)
-        self.part = part
+        self.part = check_part(part)
         self.writers: dict[str, tuple[pq.ParquetWriter, Path]] = {}
 
     def write(self, events: pa.Table) -> None:

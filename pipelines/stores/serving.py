@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.contracts import POPULAR_ITEMS, RECOMMENDATIONS, SIMILAR_ITEMS, C, conform
+from pipelines.stores.urls import redact
 
 _TYPES = {
     "sqlite": {"text": "text", "int": "integer", "float": "double precision", "ts": "text"},
@@ -77,7 +78,7 @@ class ServingStore:
         if self.url.startswith(("postgresql://", "postgres://")):
             return "postgresql"
         raise ValueError(
-            f"serving url {self.url!r}: expected sqlite:///<path> or postgresql://<host>/<db>"
+            f"serving url {redact(self.url)!r}: expected sqlite:///<path> or postgresql://<host>/<db>"
         )
 
     def param(self, n: int) -> str:
@@ -261,7 +262,9 @@ def read_recommendations(store: ServingStore, user_id: str) -> pa.Table:
     """
     with store.connect() as conn, conn.cursor() as cur:
         if not _exists(store, cur, "recommendations"):
-            raise LookupError(f"{store.url}: no recommendations table; run `recs run nightly`")
+            raise LookupError(
+                f"{redact(store.url)}: no recommendations table; run `recs run nightly`"
+            )
         cur.execute(
             "select rank, item_id, score, source, model_version, generated_at from "
             f"recommendations where user_id = {store.param(1)} order by rank",

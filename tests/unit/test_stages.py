@@ -271,3 +271,26 @@ def test_backfill_publishes_what_the_truncated_history_would(
     )  # fmt: skip
     assert full_train.metrics == cut_train.metrics
     assert _published(full) == _published(cut)
+
+
+@pytest.mark.postgres
+def test_a_password_in_the_serving_url_is_never_stored_or_shown(
+    world: World, features: FeaturesReport, trained: TrainReport, postgres_url: str
+) -> None:
+    import dataclasses
+
+    from flows.summaries import nightly
+
+    secret = "s3cret-pw"
+    url = postgres_url.replace("://root@", f"://root:{secret}@")  # trust auth ignores it
+    assert secret in url
+    stores = dataclasses.replace(world.stores, serving_url=url)
+    report = _score(world, features.as_of, "password")
+    published = publish(stores, recommendations=report.path, clock=lambda: AT)
+    assert published.serving_url == url.replace(secret, "***")
+    assert secret not in nightly({"publish": published})
+    with warehouse.connect(world.stores.warehouse, read_only=True) as con:
+        tables = [str(r[0]) for r in con.execute("show tables").fetchall()]
+        for table in tables:
+            dump = con.sql(f'select * from "{table}"').fetchall()
+            assert secret not in repr(dump), table
