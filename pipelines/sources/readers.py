@@ -190,6 +190,11 @@ final as (
             when event_id is null or trim(event_id) = '' then 'missing_event_id'
             when event_ts is null or trim(event_ts) = '' then 'missing_event_ts'
             when parsed_ts is null then 'unparseable_timestamp'
+            -- No calendar date a lake partition or a nanosecond clock can hold: refused here,
+            -- so it never makes a partition (validation then bounds the plausible range).
+            when parsed_ts < TIMESTAMPTZ '1900-01-01 00:00:00+00'
+                or parsed_ts >= TIMESTAMPTZ '2262-01-01 00:00:00+00'
+                then 'timestamp_out_of_range'
             when nullif(trim(value), '') is not null and parsed_value is null
                 then 'value_not_a_number'
         end as reason

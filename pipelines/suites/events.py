@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import great_expectations as gx
@@ -47,6 +47,10 @@ class ValidationThresholds(BaseModel):
     )
     clock_skew_minutes: int = Field(
         10, ge=0, description="how far past now an event timestamp may be"
+    )
+    valid_from: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="events before this are quarantined as timestamp_out_of_range",
     )
 
 
@@ -117,6 +121,17 @@ ROW_RULES: tuple[RowRule, ...] = (
         lambda p, mostly: [
             gx.expectations.ExpectColumnValuesToBeBetween(
                 column=C.event_ts, max_value=pd.Timestamp(p.window_end), mostly=mostly(C.event_ts)
+            )
+        ],
+    ),
+    RowRule(
+        "timestamp_out_of_range",
+        lambda p: pl.col(C.event_ts) < p.thresholds.valid_from,
+        lambda p, mostly: [
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=C.event_ts,
+                min_value=pd.Timestamp(p.thresholds.valid_from),
+                mostly=mostly(C.event_ts),
             )
         ],
     ),

@@ -48,6 +48,8 @@ def _defective(reason: str) -> pl.DataFrame:
         bad = bad.with_columns(pl.lit("hover").alias("event_type"))
     elif reason == "future_timestamp":
         bad = bad.with_columns(pl.col("event_ts") + pl.duration(days=400))
+    elif reason == "timestamp_out_of_range":
+        bad = bad.with_columns(pl.lit(datetime(1970, 1, 1, tzinfo=UTC)).alias("event_ts"))
     elif reason == "negative_value":
         bad = bad.with_columns(pl.lit(-1.0).alias("value"))
     elif reason == "rating_out_of_range":
