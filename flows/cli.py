@@ -394,9 +394,14 @@ def _user_error(exc: BaseException) -> bool:
     """Failures the user can act on (bad input, a failed gate, missing data): one line, exit 1.
     Imported here, after the fact: none of these modules is needed to print help."""
     from features.contracts import ContractError
+    from pipelines.stores.runlock import RunInProgressError
+    from pipelines.stores.warehouse import WarehouseBusyError
     from pipelines.suites import ValidationError
 
-    known = (ValidationError, ContractError, FileNotFoundError, LookupError, ValueError)
+    known = (
+        ValidationError, ContractError, FileNotFoundError, LookupError, ValueError,
+        RunInProgressError, WarehouseBusyError,
+    )  # fmt: skip
     return isinstance(exc, known)
 
 

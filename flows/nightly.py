@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -31,6 +32,7 @@ from pipelines.publish import PublishReport, publish
 from pipelines.release import ReleaseReport, release_quarantine
 from pipelines.score import ScoreReport, score
 from pipelines.stores import lake
+from pipelines.stores.runlock import run_lock
 from pipelines.stores.warehouse import features_schema
 from pipelines.suites.runner import ValidationError
 from pipelines.train import TrainReport, train
@@ -58,11 +60,14 @@ decide_task = task(name="decide-batch")(decide_batch)
 
 @dataclass(frozen=True)
 class Run:
-    """What one flow run reads once: the settings, its id, and its start time."""
+    """What one flow run reads once: the settings, its id, and its start time. Used as
+    ``with Run.start() as run:``, it holds the stores for the run (one run at a time:
+    :func:`pipelines.stores.runlock.run_lock`)."""
 
     settings: Settings
     run_id: str
     now: datetime
+    _hold: ExitStack = field(default_factory=ExitStack, compare=False, repr=False)
 
     @classmethod
     def start(cls) -> Run:
@@ -72,6 +77,15 @@ class Run:
         clock = settings.clock
         now = datetime.now(UTC) if clock is None else clock.astimezone(UTC)
         return cls(settings, str(current) if current else uuid.uuid4().hex, now)
+
+    def __enter__(self) -> Run:
+        self._hold.enter_context(
+            run_lock(self.settings.stores().warehouse, run_id=self.run_id, started_at=self.now)
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hold.close()
 
 
 def _now() -> datetime:
@@ -188,14 +202,16 @@ def extract_flow(
     inclusive): files dated in the range and database rows in it are read again. Records that
     cannot be typed go to the warehouse ``quarantine`` table with a reason.
     """
-    return _extract(Run.start(), force, since, until)
+    with Run.start() as run:
+        return _extract(run, force, since, until)
 
 
 @flow(name="validate")
 def validate_flow(units: list[str] | None = None) -> ValidateReport:
     """Gate new raw parts with Great Expectations; clean rows to the clean zone, the rest to
     quarantine. Fails, naming the expectations, when the batch is bad as a whole."""
-    return _validate(Run.start(), units)
+    with Run.start() as run:
+        return _validate(run, units)
 
 
 @flow(name="validate-decision")
@@ -205,24 +221,24 @@ def batch_decision_flow(
     """A way forward for a failed batch (the run id its error named), recorded with the reason in
     ``batch_decisions``: ``accept`` validates it with its table-level failures let through (the
     row rules still quarantine), ``skip`` keeps it in the raw zone, out of the clean one."""
-    run = Run.start()
-    decision = _options(run, decide_task)(
-        run.settings.stores(), batch_id=batch_id, action=action, reason=reason,
-        run_id=run.run_id, now=run.now, thresholds=run.settings.validation,
-    )  # fmt: skip
-    get_run_logger().info(
-        "%s batch %s (%d files, %d rows): %s",
-        action, batch_id, len(decision.units), decision.rows, reason,
-    )  # fmt: skip
-    return decision
+    with Run.start() as run:
+        decision = _options(run, decide_task)(
+            run.settings.stores(), batch_id=batch_id, action=action, reason=reason,
+            run_id=run.run_id, now=run.now, thresholds=run.settings.validation,
+        )  # fmt: skip
+        get_run_logger().info(
+            "%s batch %s (%d files, %d rows): %s",
+            action, batch_id, len(decision.units), decision.rows, reason,
+        )  # fmt: skip
+        return decision
 
 
 @flow(name="features")
 def features_flow(as_of: datetime | None = None) -> FeaturesReport:
     """Build the feature tables (features/sql/*.sql, popular_items) in the warehouse from events
     before ``as_of`` (default: now), and the evaluation tables of the ``holdout_days`` before."""
-    run = Run.start()
-    return _features(run, resolve_as_of(run, as_of))
+    with Run.start() as run:
+        return _features(run, resolve_as_of(run, as_of))
 
 
 @flow(name="train")
@@ -230,22 +246,23 @@ def train_flow(as_of: datetime | None = None, params: LightFMParams | None = Non
     """Evaluate the challenger, the champion and popularity on the window before ``as_of``
     (default: now; the feature tables must have been built for it), decide, refit the serving
     configuration on everything before ``as_of``, log it to MLflow (alias ``champion``)."""
-    run = Run.start()
-    return _train(run, resolve_as_of(run, as_of), params)
+    with Run.start() as run:
+        return _train(run, resolve_as_of(run, as_of), params)
 
 
 @flow(name="score")
 def score_flow(as_of: datetime | None = None) -> ScoreReport:
     """Top-K lists for every user as of ``as_of`` (default: now), each segment served by what
     won it in the last training (popularity before any model)."""
-    run = Run.start()
-    return _score(run, resolve_as_of(run, as_of), None)
+    with Run.start() as run:
+        return _score(run, resolve_as_of(run, as_of), None)
 
 
 @flow(name="publish")
 def publish_flow(recommendations: Path | None = None) -> PublishReport:
     """Swap the scored lists into the serving store atomically (default: the latest scored)."""
-    return _publish(Run.start(), recommendations)
+    with Run.start() as run:
+        return _publish(run, recommendations)
 
 
 @flow(name="release-quarantine")
@@ -253,16 +270,16 @@ def release_flow(reasons: list[str] | None = None) -> ReleaseReport:
     """Re-validate quarantined rows after a fix (say, missing items added to the catalog and
     extracted) and release the ones that now pass into the clean zone; the next nightly run
     trains on them. ``reasons`` limits it to some quarantine reasons."""
-    run = Run.start()
-    report = _options(run, release_task)(
-        run.settings.stores(), run_id=run.run_id, now=run.now,
-        thresholds=run.settings.validation, reasons=reasons,
-    )  # fmt: skip
-    get_run_logger().info(
-        "released %d of %d quarantined rows; still quarantined: %s",
-        report.rows_released, report.rows_checked, report.still_quarantined_by_reason,
-    )  # fmt: skip
-    return report
+    with Run.start() as run:
+        report = _options(run, release_task)(
+            run.settings.stores(), run_id=run.run_id, now=run.now,
+            thresholds=run.settings.validation, reasons=reasons,
+        )  # fmt: skip
+        get_run_logger().info(
+            "released %d of %d quarantined rows; still quarantined: %s",
+            report.rows_released, report.rows_checked, report.still_quarantined_by_reason,
+        )  # fmt: skip
+        return report
 
 
 @flow(name="nightly-recommendations", log_prints=True)
@@ -292,44 +309,44 @@ def nightly_flow(
     Returns:
         The stage reports by stage, and ``timings``: seconds per stage.
     """
-    run = Run.start()
-    reports: dict[str, Any] = {}
-    timings: dict[str, float] = {}
+    with Run.start() as run:
+        reports: dict[str, Any] = {}
+        timings: dict[str, float] = {}
 
-    def timed(stage: str, step: Callable[[], Any]) -> None:
-        start = time.perf_counter()
-        try:
-            reports[stage] = step()
-        except Exception as exc:
-            # The run's report is left in the UI even when a stage fails, naming it.
-            create_markdown_artifact(
-                summaries.failed(stage, exc, reports), key="nightly-summary",
-                description=f"Failed at stage {stage}",
+        def timed(stage: str, step: Callable[[], Any]) -> None:
+            start = time.perf_counter()
+            try:
+                reports[stage] = step()
+            except Exception as exc:
+                # The run's report is left in the UI even when a stage fails, naming it.
+                create_markdown_artifact(
+                    summaries.failed(stage, exc, reports), key="nightly-summary",
+                    description=f"Failed at stage {stage}",
+                )  # fmt: skip
+                raise
+            timings[stage] = time.perf_counter() - start
+
+        timed("extract", lambda: _extract(run, force_extract, since, until))
+        timed("validate", lambda: _validate(run, None))
+        resolved = resolve_as_of(run, as_of)
+        timed("features", lambda: _features(run, resolved, backfill=not publish_lists))
+        timed(
+            "train",
+            lambda: _train(run, resolved, params, publish_lists, reports["features"].manifest),
+        )
+
+        def score_step() -> ScoreReport:
+            train = reports["train"]
+            return _score(
+                run, resolved, None, train.serving_version, plan_version=train.model_version,
+                backfill=not publish_lists,
             )  # fmt: skip
-            raise
-        timings[stage] = time.perf_counter() - start
 
-    timed("extract", lambda: _extract(run, force_extract, since, until))
-    timed("validate", lambda: _validate(run, None))
-    resolved = resolve_as_of(run, as_of)
-    timed("features", lambda: _features(run, resolved, backfill=not publish_lists))
-    timed(
-        "train",
-        lambda: _train(run, resolved, params, publish_lists, reports["features"].manifest),
-    )
-
-    def score_step() -> ScoreReport:
-        train = reports["train"]
-        return _score(
-            run, resolved, None, train.serving_version, plan_version=train.model_version,
-            backfill=not publish_lists,
+        timed("score", score_step)
+        if publish_lists:
+            timed("publish", lambda: _publish(run, reports["score"].path))
+        create_markdown_artifact(
+            summaries.nightly(reports), key="nightly-summary",
+            description="Counts and metrics of the run",
         )  # fmt: skip
-
-    timed("score", score_step)
-    if publish_lists:
-        timed("publish", lambda: _publish(run, reports["score"].path))
-    create_markdown_artifact(
-        summaries.nightly(reports), key="nightly-summary",
-        description="Counts and metrics of the run",
-    )  # fmt: skip
-    return {**reports, "timings": timings}
+        return {**reports, "timings": timings}

@@ -33,33 +33,33 @@ def backfill_flow(since: date, until: date, re_extract: bool = True) -> list[dic
     """
     if until < since:
         raise ValueError(f"until ({until}) is before since ({since})")
-    run = Run.start()
-    if re_extract:
-        _extract(run, False, since, until)
-    _validate(run, None)
-    nights = []
-    day = since
-    while day <= until:
-        as_of = night_as_of(day)
-        features = _features(run, as_of, backfill=True)
-        train = _train(run, as_of, None, False, features.manifest)
-        scored = _score(
-            run, as_of, None, train.serving_version, plan_version=train.model_version,
-            backfill=True,
-        )  # fmt: skip
-        nights.append(
-            {
-                "as_of": as_of.isoformat(),
-                "model_version": train.model_version,
-                "serving": train.serving,
-                "users": scored.n_users,
-                "rows": sum(scored.rows_by_source.values()),
-                "path": str(scored.path),
-            }
-        )
-        get_run_logger().info("backfilled %s: %s", day, nights[-1])
-        day += timedelta(days=1)
-    return nights
+    with Run.start() as run:
+        if re_extract:
+            _extract(run, False, since, until)
+        _validate(run, None)
+        nights = []
+        day = since
+        while day <= until:
+            as_of = night_as_of(day)
+            features = _features(run, as_of, backfill=True)
+            train = _train(run, as_of, None, False, features.manifest)
+            scored = _score(
+                run, as_of, None, train.serving_version, plan_version=train.model_version,
+                backfill=True,
+            )  # fmt: skip
+            nights.append(
+                {
+                    "as_of": as_of.isoformat(),
+                    "model_version": train.model_version,
+                    "serving": train.serving,
+                    "users": scored.n_users,
+                    "rows": sum(scored.rows_by_source.values()),
+                    "path": str(scored.path),
+                }
+            )
+            get_run_logger().info("backfilled %s: %s", day, nights[-1])
+            day += timedelta(days=1)
+        return nights
 
 
 @flow(name="retrain")
@@ -67,28 +67,28 @@ def retrain_flow(as_of: datetime | None = None) -> dict[str, Any]:
     """Retrain only: features and training as of ``as_of`` (default: now), no extraction, no
     lists; the gate decides, the refit becomes ``champion``. Tonight's lists keep serving until
     the next score-and-publish or nightly."""
-    run = Run.start()
-    resolved = _resolve(run, as_of)
-    # No manifest: asked to retrain, it trains even when the inputs are unchanged.
-    return {"features": _features(run, resolved), "train": _train(run, resolved, None)}
+    with Run.start() as run:
+        resolved = _resolve(run, as_of)
+        # No manifest: asked to retrain, it trains even when the inputs are unchanged.
+        return {"features": _features(run, resolved), "train": _train(run, resolved, None)}
 
 
 @flow(name="score-and-publish")
 def score_and_publish_flow(as_of: datetime | None = None) -> dict[str, Any]:
     """Score every user with the current ``champion`` (and the serving plan of the run that
     registered it) as of ``as_of`` (default: now), and publish; no training."""
-    run = Run.start()
-    return _score_and_publish(run, _resolve(run, as_of))
+    with Run.start() as run:
+        return _score_and_publish(run, _resolve(run, as_of))
 
 
 @flow(name="rollback")
 def rollback_flow(as_of: datetime | None = None) -> dict[str, Any]:
     """Move ``champion`` back to ``previous-champion`` (the version it replaced), then score and
     publish with it. The rolled-back version keeps its tags and gains ``rolled_back``."""
-    run = Run.start()
-    moved = rollback_champion(run.settings.tracking())
-    get_run_logger().info("champion: version %s -> %s", moved.rolled_back, moved.version)
-    return {"rollback": moved, **_score_and_publish(run, _resolve(run, as_of))}
+    with Run.start() as run:
+        moved = rollback_champion(run.settings.tracking())
+        get_run_logger().info("champion: version %s -> %s", moved.rolled_back, moved.version)
+        return {"rollback": moved, **_score_and_publish(run, _resolve(run, as_of))}
 
 
 def _resolve(run: Run, as_of: datetime | None) -> datetime:
