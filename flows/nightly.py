@@ -33,6 +33,7 @@ from pipelines.release import ReleaseReport, release_quarantine
 from pipelines.score import ScoreReport, score
 from pipelines.stores import lake
 from pipelines.stores.runlock import run_lock
+from pipelines.stores.tracking import finish_abandoned_runs
 from pipelines.stores.warehouse import features_schema
 from pipelines.suites.runner import ValidationError
 from pipelines.train import TrainReport, train
@@ -153,6 +154,12 @@ def _train(
     manifest: str | None = None,
 ) -> TrainReport:
     s = run.settings
+    debris = finish_abandoned_runs(s.tracking(), by_run=run.run_id)
+    if debris.runs_failed:
+        get_run_logger().warning(
+            "finalised %d MLflow run(s) a killed run left RUNNING (%s); deleted versions %s",
+            len(debris.runs_failed), ", ".join(debris.runs_failed), debris.versions_deleted,
+        )  # fmt: skip
     report = _options(run, train_task)(
         s.stores(), s.tracking(), params=params or LightFMParams(num_threads=s.num_threads),
         signal=s.signal, popularity=s.popularity, ease=s.ease, gate=s.gate, k=s.top_k,

@@ -208,6 +208,34 @@ def find_training(tracking: Tracking, manifest: str) -> PastTraining | None:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Debris:
+    """What :func:`finish_abandoned_runs` cleaned up."""
+
+    runs_failed: list[str]
+    versions_deleted: list[str]
+
+
+def finish_abandoned_runs(tracking: Tracking, *, by_run: str) -> Debris:
+    """Finalise what a killed run left in MLflow. Called while holding the run lock, so no
+    other training is live: every run still RUNNING in the experiment was abandoned. It is
+    marked FAILED (tag ``abandoned_by``), and a version it registered that no alias points to
+    (it never served) is deleted."""
+    experiment_id = tracking.activate()
+    client = MlflowClient()
+    stuck = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    failed, deleted = [], []
+    for run in stuck:
+        client.set_tag(run.info.run_id, "abandoned_by", by_run)
+        client.set_terminated(run.info.run_id, status="FAILED")
+        failed.append(run.info.run_id)
+        for version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            if not version.aliases:
+                client.delete_model_version(version.name, version.version)
+                deleted.append(str(version.version))
+    return Debris(failed, deleted)
+
+
 def champion_version(tracking: Tracking) -> str:
     """The ``@champion`` version.
 

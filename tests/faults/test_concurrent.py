@@ -21,7 +21,8 @@ import sys, time
 from datetime import datetime, UTC
 from pathlib import Path
 from pipelines.stores.runlock import run_lock
-with run_lock(Path(sys.argv[1]), run_id="holder-1", started_at=datetime(2026, 12, 1, 2, tzinfo=UTC)):
+at = datetime(2026, 12, 1, 2, tzinfo=UTC)
+with run_lock(Path(sys.argv[1]), run_id="holder-1", started_at=at):
     print("held", flush=True)
     time.sleep(600)
 """

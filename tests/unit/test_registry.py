@@ -52,3 +52,24 @@ def test_promotion_moves_the_alias_and_the_pyfunc_serves_lists(tracking: Trackin
     run = mlflow.get_run(champion.run_id)
     assert run.data.tags["promoted"] == "true"
     assert run.data.metrics["model_precision_at_10"] == 0.2
+
+
+def test_a_killed_runs_debris_is_finalised_and_the_champion_kept(tracking: Tracking) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.stores.tracking import finish_abandoned_runs
+
+    champion = _log(tracking, promote=True)
+    experiment_id = tracking.activate()
+    client = MlflowClient()
+    # What a kill inside log_training_run leaves: a RUNNING run with a registered version.
+    stuck = client.create_run(experiment_id, run_name="killed")
+    client.create_model_version("recs", source="file:///nowhere", run_id=stuck.info.run_id)
+    debris = finish_abandoned_runs(tracking, by_run="next-run")
+    assert debris.runs_failed == [stuck.info.run_id]
+    assert len(debris.versions_deleted) == 1
+    run = client.get_run(stuck.info.run_id)
+    assert (run.info.status, run.data.tags["abandoned_by"]) == ("FAILED", "next-run")
+    versions = client.search_model_versions("name = 'recs'")
+    assert [str(v.version) for v in versions] == [champion]
+    assert finish_abandoned_runs(tracking, by_run="again") == type(debris)([], [])
