@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from flows.runtime import configure_environment, configure_logging
+from flows.runtime import configure_environment, configure_logging, hide_console_tracebacks
 
 app = typer.Typer(
     name="recs",
@@ -75,6 +75,8 @@ def _root(
     ] = False,
 ) -> None:
     _STATE["debug"] = debug
+    if not debug:
+        hide_console_tracebacks()
 
 
 _STATE: dict[str, bool] = {"debug": False}
@@ -426,13 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         print("aborted", file=sys.stderr)
         return 1
     except Exception as exc:
-        if _STATE["debug"] or not _user_error(exc):
+        if _STATE["debug"]:
             raise
         words = [a for a in args if not a.startswith("-")]
         name = " ".join(
             words[:2] if words[:1] in (["run"], ["import"], ["validate"]) else words[:1]
         )
-        print(f"recs {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        hint = "" if _user_error(exc) else " (unexpected: `recs --debug ...` shows the traceback)"
+        print(f"recs {name}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
 

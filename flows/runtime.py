@@ -21,6 +21,41 @@ def configure_environment() -> None:
         os.environ.setdefault(key, value)
 
 
+_CONSOLE_TRACEBACKS = {"show": True}
+
+
+def hide_console_tracebacks() -> None:
+    """For the CLI without ``--debug``: Prefect's console lines keep their one-line message but
+    not the traceback under it (the Prefect UI's logs keep the whole record)."""
+    _CONSOLE_TRACEBACKS["show"] = False
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Formats a record as ``inner`` does, without its exception or stack text, and leaves the
+    record as it was for the other handlers (Prefect's API handler keeps the traceback)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 def configure_logging() -> None:
-    """GX logs every metric computation at INFO; the gate reports what matters itself."""
+    """GX logs every metric computation at INFO; the gate reports what matters itself. From the
+    CLI without ``--debug``, console log lines carry no tracebacks."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    if _CONSOLE_TRACEBACKS["show"]:
+        return
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler.formatter, _OneLineFormatter
+            ):
+                handler.setFormatter(_OneLineFormatter(handler.formatter or logging.Formatter()))

@@ -65,6 +65,8 @@ def connect(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the warehouse file in UTC, closed on exit; after a writing connection
     closes, the analysts' read copy is refreshed (:func:`publish_read_copy`)."""
+    if read_only and not path.exists():
+        raise FileNotFoundError(f"{path}: no warehouse yet; run `recs run nightly` first")
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _open(path, read_only, timeout_s)
     try:
