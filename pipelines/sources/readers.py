@@ -9,11 +9,13 @@ type vocabulary is read without code changes, and every format rejects the same 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import re
 import tempfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -326,9 +328,10 @@ def literal_path(path: Path) -> Path:
 
 
 def stage_jsonl(
-    con: duckdb.DuckDBPyConnection, path: Path, source: FileSource
+    con: duckdb.DuckDBPyConnection, path: Path, source: FileSource, name: str | None = None
 ) -> duckdb.DuckDBPyRelation:
-    """One row per line (read as text, so a malformed line is kept whole with its number)."""
+    """One row per line (read as text, so a malformed line is kept whole with its number).
+    ``name`` is the file name recorded as the source (default: the path's)."""
     fields = _select_fields(source.mapping, "doc ->> '$.{}'", source.name)
     sql = f"""
     with raw as (
@@ -356,7 +359,11 @@ def stage_jsonl(
     """
     return con.sql(
         sql,
-        params={"path": str(literal_path(path)), "name": path.name, **_params(source.mapping)},
+        params={
+            "path": str(literal_path(path)),
+            "name": name or path.name,
+            **_params(source.mapping),
+        },
     )
 
 
@@ -432,11 +439,99 @@ def stage_parquet(
 STAGERS = {"jsonl": stage_jsonl, "csv": stage_csv, "parquet": stage_parquet}
 
 
+MAX_LINE_BYTES = 1 << 20
+"""A JSON line longer than this (1 MiB) is quarantined as ``line_too_long`` (its first KiB kept)."""
+
+_UNREADABLE = (duckdb.Error, OSError, EOFError, zlib.error, UnicodeDecodeError)
+
+
 def read_event_file(path: Path, source: FileSource, *, ingested_at: datetime, run_id: str) -> Typed:
-    """Read one export file of ``source`` into typed events and rejects."""
+    """Read one export file of ``source`` into typed events and rejects.
+
+    What cannot be read is quarantined, not fatal. When DuckDB refuses a JSON lines file (a line
+    that is not UTF-8, a line longer than :data:`MAX_LINE_BYTES`, a truncated gzip stream), the
+    file is read again line by line: each such line is quarantined with its number
+    (``invalid_utf8``, ``line_too_long``; ``truncated_file`` or ``unreadable_stream`` for what a
+    broken stream lost) and
+    every other line goes on as usual. A CSV or Parquet file DuckDB cannot read is quarantined
+    whole (``unreadable_file``, with the error).
+    """
     con = duckdb.connect()
     try:
-        staged = STAGERS[source.format](con, path, source)
-        return type_staged(con, staged, source.mapping, ingested_at=ingested_at, run_id=run_id)
+        try:
+            staged = STAGERS[source.format](con, path, source)
+            return type_staged(con, staged, source.mapping, ingested_at=ingested_at, run_id=run_id)
+        except _UNREADABLE as exc:
+            if source.format != "jsonl":
+                return Typed(EVENTS.empty_table(), _file_reject(path, exc, run_id, ingested_at))
+        with tempfile.TemporaryDirectory() as tmp:
+            salvaged = _salvage_jsonl(path, Path(tmp) / "readable.jsonl")
+            staged = stage_jsonl(con, salvaged.path, source, name=path.name)
+            typed = type_staged(con, staged, source.mapping, ingested_at=ingested_at, run_id=run_id)
+        # Line numbers of the readable lines' rejects are those of the original file.
+        original = pa.array(salvaged.line_numbers, pa.int64())
+        rejects = typed.rejects.set_column(
+            typed.rejects.schema.get_field_index("line_no"), "line_no",
+            pc.take(original, pc.subtract(typed.rejects.column("line_no"), 1)),
+        )  # fmt: skip
+        lost = quarantine_rows(
+            stage="extract", reasons=pa.array([r for _, r, _ in salvaged.rejects], pa.string()),
+            source=path.name, line_no=pa.array([n for n, _, _ in salvaged.rejects], pa.int64()),
+            event_id=pa.nulls(len(salvaged.rejects), pa.string()),
+            raw=pa.array([t for _, _, t in salvaged.rejects], pa.string()),
+            run_id=run_id, at=ingested_at,
+        )  # fmt: skip
+        return Typed(typed.events, pa.concat_tables([rejects, lost.cast(rejects.schema)]))
     finally:
         con.close()
+
+
+@dataclass(frozen=True)
+class _Salvaged:
+    path: Path  # the readable lines, in order
+    line_numbers: list[int]  # the original number of each readable line
+    rejects: list[tuple[int, str, str]]  # (line number, reason, raw text or what is known)
+
+
+def _salvage_jsonl(path: Path, out: Path) -> _Salvaged:
+    opener = gzip.open if path.suffix == ".gz" else open
+    numbers: list[int] = []
+    rejects: list[tuple[int, str, str]] = []
+    n = 0
+    with opener(path, "rb") as f, open(out, "wb") as dst:
+        try:
+            while True:
+                line = f.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    break
+                n += 1
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    head = line[:1024].decode("utf-8", "replace")
+                    while line and not line.endswith(b"\n"):  # skip the rest of it
+                        line = f.readline(MAX_LINE_BYTES)
+                    rejects.append((n, "line_too_long", head))
+                    continue
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    text = line.decode("utf-8", "replace").rstrip("\r\n")
+                    rejects.append(
+                        (n, "invalid_utf8", f"{text} ({exc.reason} at byte {exc.start})")
+                    )
+                    continue
+                dst.write(line if line.endswith(b"\n") else line + b"\n")
+                numbers.append(n)
+        except (EOFError, OSError, zlib.error) as exc:
+            # EOFError: the stream stops early; anything else: it is not what its name says.
+            reason = "truncated_file" if isinstance(exc, EOFError) else "unreadable_stream"
+            rejects.append((n + 1, reason, f"{path.name}: {exc} (after line {n})"))
+    return _Salvaged(out, numbers, rejects)
+
+
+def _file_reject(path: Path, exc: BaseException, run_id: str, at: datetime) -> pa.Table:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return quarantine_rows(
+        stage="extract", reasons=pa.array(["unreadable_file"], pa.string()), source=path.name,
+        line_no=None, event_id=pa.nulls(1, pa.string()),
+        raw=pa.array([f"{path.name}: {message}"], pa.string()), run_id=run_id, at=at,
+    )  # fmt: skip
