@@ -1,6 +1,6 @@
 """Timestamps no calendar or clock holds are refused at extraction; implausible ones (before
-``valid_from``, after now + skew) are quarantined at validation. Nothing crashes, nothing makes a
-partition, every row is accounted for."""
+``valid_from``, 1990 by default, or after now + skew) are quarantined at validation. Nothing
+crashes, nothing makes a partition, every row is accounted for."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ CASES = {
     "1899-12-31T23:59:59Z": ("extract", "timestamp_out_of_range"),
     "1900-01-01T00:00:00Z": ("validate", "timestamp_out_of_range"),
     "1970-01-01T00:00:00Z": ("validate", "timestamp_out_of_range"),
-    "1999-12-31T23:59:59Z": ("validate", "timestamp_out_of_range"),
-    "2000-01-01T00:00:00Z": ("none", "clean"),
+    "1989-12-31T23:59:59Z": ("validate", "timestamp_out_of_range"),
+    "1990-01-01T00:00:00Z": ("none", "clean"),
+    "1997-09-20T21:45:32Z": ("none", "clean"),  # MovieLens 100K's first rating
     "2026-10-31T23:59:59Z": ("none", "clean"),
     "2026-11-01T00:09:00Z": ("none", "clean"),  # within the clock skew
     "2026-11-01T00:11:00Z": ("validate", "future_timestamp"),
