@@ -172,7 +172,7 @@ def test_cli_recommend_reads_the_serving_store(
     assert len([line for line in out.splitlines() if line.strip().endswith(source)]) == 10
 
 
-@pytest.mark.parametrize("stage", ["extract", "score", "publish"])
+@pytest.mark.parametrize("stage", ["extract", "validate", "features", "train", "score", "publish"])
 def test_a_failing_stage_fails_the_run_naming_it_and_leaves_serving_alone(
     stage: str, first_run: dict[str, Any], env: dict[str, str]
 ) -> None:
