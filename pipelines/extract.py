@@ -16,6 +16,7 @@ from pipelines.sources.files import (
     extract_file,
     file_checksum,
     file_date,
+    part_name,
     read_catalog_csv,
 )
 from pipelines.sources.postgres import extract_postgres, postgres_window
@@ -188,12 +189,16 @@ def _extract_file_source(
         report.add(typed, str(path))
         report.units.extend(units)
         report.files_read += 1
-        if typed.rejects.num_rows:
-            warehouse.append(con, "quarantine", typed.rejects)
-        warehouse.append(
-            con, "extractions",
-            _manifest_row(run_id, source.name, path.name, checksum, typed, ingested_at),
-        )  # fmt: skip
+        # The file's rejects replace those of any earlier extraction of it (a rerun after a
+        # kill, --force, a backfill), in one transaction with its manifest row.
+        part = part_name(source.name, path)
+        rejects = typed.rejects.append_column("part", pa.array([part] * typed.rejects.num_rows))
+        with warehouse.transaction(con):
+            warehouse.replace_quarantine(con, "extract", [part], rejects)
+            warehouse.append(
+                con, "extractions",
+                _manifest_row(run_id, source.name, path.name, checksum, typed, ingested_at),
+            )  # fmt: skip
     return report
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -82,12 +83,11 @@ def validate(
     result = validate_events(
         batch, params, passthrough=["_unit"], history_dates=history.dates, gx_root=stores.gx_root
     )
-    quarantined = result.quarantined.drop("_unit")
     report = ValidateReport(
         units=units,
         rows_in=batch.height,
         rows_clean=result.clean.height,
-        rows_quarantined=quarantined.height,
+        rows_quarantined=result.quarantined.height,
         quarantined_by_reason=result.counts_by_reason(),
         expectations_passed=sum(o.success for o in result.outcomes),
         expectations_failed=sum(not o.success for o in result.outcomes),
@@ -95,58 +95,82 @@ def validate(
         data_docs=str(offline_data_docs(stores.gx_root)) if stores.gx_root else None,
     )
     passes = result.success or accepted is not None
-    with warehouse.connect(stores.warehouse) as con:
-        # A failed batch stays pending in the raw zone and is validated again after the fix, so
-        # only a passing (or accepted) batch quarantines its rows (once).
-        if passes and quarantined.height:
+    # Written aside first, renamed into place after the warehouse commit: a kill before the
+    # commit leaves nothing visible; after it, the files are still pending and the rerun's
+    # quarantine rows replace these (keyed by partition file), so nothing is stored twice.
+    staged = []
+    if passes:
+        by_file = _slices_by(result.clean, "_unit")
+        for unit in units:
+            rows = by_file.get(str(lake.unit_path(stores.lake, "raw", unit)))
+            table = rows.drop("_unit").to_arrow() if rows is not None else EVENTS.empty_table()
+            staged.append(lake.stage_unit(stores.lake, "clean", unit, table))
+    try:
+        with warehouse.connect(stores.warehouse) as con, warehouse.transaction(con):
+            # A failed batch stays pending in the raw zone and is validated again after the fix,
+            # so only a passing (or accepted) batch quarantines its rows.
+            if passes:
+                warehouse.replace_quarantine(
+                    con,
+                    "validate",
+                    units,
+                    _quarantine_table(stores, result.quarantined, run_id, now),
+                )
             warehouse.append(
                 con,
-                "quarantine",
-                quarantine_rows(
-                    stage="validate",
-                    reasons=quarantined[C.reason].to_arrow(),
-                    source=quarantined[C.source].to_arrow(),
-                    line_no=None,
-                    event_id=quarantined[C.event_id].to_arrow(),
-                    raw=quarantined.drop(C.reason)
-                    .select(pl.struct(pl.all()).struct.json_encode())
-                    .to_series()
-                    .to_arrow(),
-                    run_id=run_id,
-                    at=now,
+                "validation_runs",
+                pa.table(
+                    {
+                        "run_id": [run_id],
+                        "validated_at": pa.array([now], pa.timestamp("us", tz="UTC")),
+                        "units": [",".join(units)],
+                        "success": [result.success],
+                        "rows_in": [report.rows_in],
+                        "rows_clean": [report.rows_clean],
+                        "rows_quarantined": [report.rows_quarantined],
+                        "quarantine_share": [result.quarantine_share],
+                        "expectations_failed": [report.expectations_failed],
+                        "failures": ["\n".join(result.failures)],
+                        "accepted": pa.array([accepted], pa.string()),
+                    }
                 ),
             )
-        warehouse.append(
-            con,
-            "validation_runs",
-            pa.table(
-                {
-                    "run_id": [run_id],
-                    "validated_at": pa.array([now], pa.timestamp("us", tz="UTC")),
-                    "units": [",".join(units)],
-                    "success": [result.success],
-                    "rows_in": [report.rows_in],
-                    "rows_clean": [report.rows_clean],
-                    "rows_quarantined": [report.rows_quarantined],
-                    "quarantine_share": [result.quarantine_share],
-                    "expectations_failed": [report.expectations_failed],
-                    "failures": ["\n".join(result.failures)],
-                    "accepted": pa.array([accepted], pa.string()),
-                }
-            ),
-        )
+    except BaseException:
+        for step in staged:
+            step.abort()
+        raise
     if not passes:
         raise ValidationError(
             f"batch {run_id}: {len(units)} raw partition file(s) ({units[0]}, ...)",
             result.failures,
             WAYS_FORWARD.format(batch=run_id),
         )
-    by_file = _slices_by(result.clean, "_unit")
-    for unit in units:
-        rows = by_file.get(str(lake.unit_path(stores.lake, "raw", unit)))
-        table = rows.drop("_unit").to_arrow() if rows is not None else EVENTS.empty_table()
-        lake.write_unit(stores.lake, "clean", unit, table)
+    for step in staged:
+        step.commit()
     return report
+
+
+def _quarantine_table(
+    stores: Stores, quarantined: pl.DataFrame, run_id: str, now: datetime
+) -> pa.Table:
+    """The warehouse rows of a batch's quarantined events, each keyed by its partition file."""
+    root = lake.zone_dir(stores.lake, "raw")
+    parts = [str(Path(p).relative_to(root)) for p in quarantined["_unit"].cast(pl.String)]
+    events = quarantined.drop("_unit")
+    rows = quarantine_rows(
+        stage="validate",
+        reasons=events[C.reason].to_arrow(),
+        source=events[C.source].to_arrow(),
+        line_no=None,
+        event_id=events[C.event_id].to_arrow(),
+        raw=events.drop(C.reason)
+        .select(pl.struct(pl.all()).struct.json_encode())
+        .to_series()
+        .to_arrow(),
+        run_id=run_id,
+        at=now,
+    )
+    return rows.append_column("part", pa.array(parts, pa.string()))
 
 
 def pending(stores: Stores) -> list[str]:

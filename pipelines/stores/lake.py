@@ -148,6 +148,31 @@ def read_part(lake: Path, zone: str, part: str) -> pa.Table:
     return pa.concat_tables([pq.read_table(p, schema=EVENTS) for p in paths])
 
 
+@dataclass(frozen=True)
+class StagedUnit:
+    """A partition file written beside its final name: :meth:`commit` renames it into place,
+    :meth:`abort` removes it."""
+
+    tmp: Path
+    final: Path
+
+    def commit(self) -> Path:
+        os.replace(self.tmp, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def stage_unit(lake: Path, zone: str, unit: str, events: pa.Table) -> StagedUnit:
+    """Write one partition file aside, to be renamed into place later (:class:`StagedUnit`)."""
+    final = zone_dir(lake, zone) / unit
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    pq.write_table(conform(events, EVENTS, f"{zone} events {unit}"), tmp, compression="zstd")
+    return StagedUnit(tmp, final)
+
+
 def write_unit(lake: Path, zone: str, unit: str, events: pa.Table) -> Path:
     """Replace one partition file (``unit`` = ``dt=YYYY-MM-DD/<part>.parquet``) atomically."""
     path = zone_dir(lake, zone) / unit

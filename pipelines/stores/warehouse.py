@@ -119,6 +119,36 @@ def features_schema(as_of: datetime, *, backfill: bool) -> str:
     return f"asof_{as_of:%Y%m%dt%H%M%S}" if backfill else LATEST
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Statements inside commit together or not at all (a kill in between leaves none)."""
+    con.execute("begin transaction")
+    try:
+        yield
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
+
+
+def replace_quarantine(
+    con: duckdb.DuckDBPyConnection, stage: str, parts: list[str], rows: pa.Table
+) -> None:
+    """The quarantine rows of ``stage`` for these lake parts (an extracted file's part, or a
+    validated partition file) become ``rows`` (which carry a ``part`` column): a rerun, a
+    ``--force`` or a retry after a kill replaces them instead of adding copies. Call inside
+    :func:`transaction` with the stage's other writes."""
+    if parts and table_exists(con, "quarantine"):
+        have = {r[0] for r in con.execute("describe quarantine").fetchall()}
+        if "part" in have:
+            con.execute(
+                "delete from quarantine where stage = ? and part in (select unnest(?))",
+                [stage, parts],
+            )
+    if rows.num_rows:
+        append(con, "quarantine", rows)
+
+
 def replace(
     con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, *, schema: str = LATEST
 ) -> None:
