@@ -363,7 +363,7 @@ def drop_old_backfill_schemas(con: duckdb.DuckDBPyConnection, keep: int) -> list
 
 
 TABLE_COMMENTS = {
-    "quarantine": "One row per rejected record: stage, reason, source, line, event id, raw text.",
+    "quarantine": "One row per rejected record: stage, reason, source, line, event id, raw, part.",
     "extractions": "One row per extracted file or database window: checksum or watermarks, counts.",
     "validation_runs": "One row per validation: rows in, clean, quarantined; failed expectations.",
     "quarantine_releases": "One row per quarantined record released into the clean zone.",
