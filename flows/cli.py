@@ -35,9 +35,11 @@ import_app = typer.Typer(
 validate_app = typer.Typer(
     help="Ways forward for a batch that failed the gate.", no_args_is_help=True
 )
+model_app = typer.Typer(help="The registered model's aliases.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(import_app, name="import")
 app.add_typer(validate_app, name="validate")
+app.add_typer(model_app, name="model")
 
 
 def _as_of(text: str) -> datetime:
@@ -339,6 +341,19 @@ def _decide(batch: str, action: Literal["accept", "skip"], reason: str) -> None:
         print(f"  {v.rows_clean:,} clean, {v.rows_quarantined:,} quarantined")
 
 
+@model_app.command("rollback")
+def model_rollback(as_of: AsOf = None) -> None:
+    """Move champion back to previous-champion, then score and publish with it."""
+    from flows.operations import rollback_flow
+
+    out = rollback_flow(as_of=as_of)
+    moved, published = out["rollback"], out["publish"]
+    print(
+        f"champion: version {moved.rolled_back} -> {moved.version}; published "
+        f"{published.n_rows:,} rows for {published.n_users:,} users"
+    )
+
+
 @app.command()
 def demo() -> None:
     """Generate data if there is none, run nightly, show the outputs."""
@@ -431,9 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         if _STATE["debug"]:
             raise
         words = [a for a in args if not a.startswith("-")]
-        name = " ".join(
-            words[:2] if words[:1] in (["run"], ["import"], ["validate"]) else words[:1]
-        )
+        groups = (["run"], ["import"], ["validate"], ["model"])
+        name = " ".join(words[:2] if words[:1] in groups else words[:1])
         hint = "" if _user_error(exc) else " (unexpected: `recs --debug ...` shows the traceback)"
         print(f"recs {name}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return 1

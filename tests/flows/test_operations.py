@@ -69,6 +69,9 @@ def test_retrain_then_rollback_serves_the_previous_champion(env: Path) -> None:
     assert client.get_model_version("recs-lightfm", v2).tags["rolled_back"] == "true"
     with pytest.raises(LookupError, match="no previous champion"):
         rollback_flow(as_of=AS_OF)
+    from flows.cli import main
+
+    assert main(["model", "rollback", "--as-of", AS_OF.isoformat()]) == 1  # one line, exit 1
 
 
 def test_backfill_writes_its_own_feature_schemas_and_serves_nothing(env: Path) -> None:
