@@ -43,9 +43,28 @@ def read_catalog_csv(path: Path, id_column: str, required: tuple[str, ...] = ())
     (:func:`pipelines.suites.catalog.validate_catalog`).
 
     Raises:
-        ContractError: naming the file and the missing column.
+        ContractError: naming the file and the missing column, or the file, line and column
+            counts of every ragged row (a catalog is a snapshot: it is taken whole or not at all).
     """
-    table = pacsv.read_csv(path)
+    ragged: list[str] = []
+
+    def _ragged(row: pacsv.InvalidRow) -> str:
+        line = f"line {row.number}" if row.number is not None else "a line"
+        ragged.append(
+            f"{line}: expected {row.expected_columns} columns, got {row.actual_columns}: "
+            f"{row.text[:80]!r}"
+        )
+        return "skip"
+
+    # One thread: pyarrow knows line numbers only then (catalogs are small).
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=_ragged),
+    )
+    if ragged:
+        more = f" (and {len(ragged) - 3} more)" if len(ragged) > 3 else ""
+        raise ContractError(f"{path}: " + "; ".join(ragged[:3]) + more)
     for column in (id_column, *required):
         if column not in table.column_names:
             raise ContractError(f"{path}: missing column {column!r}; got {table.column_names}")

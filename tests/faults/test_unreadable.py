@@ -79,3 +79,17 @@ def test_a_csv_that_is_not_readable_is_quarantined_whole(tmp_path: Path) -> None
     assert typed.events.num_rows == 0
     assert typed.rejects.column("reason").to_pylist() == ["unreadable_file"]
     assert typed.rejects.column("raw").to_pylist()[0].startswith("bad.csv.gz: ")
+
+
+def test_a_ragged_catalog_row_is_refused_naming_the_file_and_its_lines(tmp_path: Path) -> None:
+    from features.contracts import ContractError
+    from pipelines.sources.files import read_catalog_csv
+
+    path = tmp_path / "users.csv"
+    path.write_text("user_id,country,age_band\nu1,ES,18-24\nu2,GB\nu3,US,25-34,extra\n")
+    with pytest.raises(ContractError) as raised:
+        read_catalog_csv(path, "user_id")
+    message = str(raised.value)
+    assert message.startswith(f"{path}: line 3: expected 3 columns, got 2: 'u2,GB'")
+    assert "line 4: expected 3 columns, got 4" in message
+    assert "\n" not in message  # one line
