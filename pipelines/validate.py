@@ -155,7 +155,9 @@ def _quarantine_table(
 ) -> pa.Table:
     """The warehouse rows of a batch's quarantined events, each keyed by its partition file."""
     root = lake.zone_dir(stores.lake, "raw")
-    parts = [str(Path(p).relative_to(root)) for p in quarantined["_unit"].cast(pl.String)]
+    files = quarantined["_unit"].cast(pl.String)
+    units = {f: str(Path(f).relative_to(root)) for f in files.unique().to_list()}
+    parts = files.replace_strict(units, return_dtype=pl.String).to_arrow()
     events = quarantined.drop("_unit")
     rows = quarantine_rows(
         stage="validate",
@@ -170,7 +172,7 @@ def _quarantine_table(
         run_id=run_id,
         at=now,
     )
-    return rows.append_column("part", pa.array(parts, pa.string()))
+    return rows.append_column("part", parts)
 
 
 def pending(stores: Stores) -> list[str]:
