@@ -169,15 +169,21 @@ def _decisions(root: Path) -> list[tuple[str, str, str]]:
     return [(str(a), str(u), str(r)) for a, u, r in rows]
 
 
+def _failed_volume_day(
+    baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[str, Path, str]:  # fmt: skip
+    """A new day with 90% less volume, failed at validation: its batch id, data dir and unit."""
+    code, err = _run_day(baseline, tmp_path, CASES["volume drop of 90%"][0], monkeypatch, capsys)
+    assert code == 1
+    return _failed_batch(err), tmp_path / "data", f"dt={NEW_DAY}/landing--events-{NEW_DAY}.parquet"
+
+
 def test_accept_lets_a_failed_batch_through_and_records_it(
     baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    code, err = _run_day(baseline, tmp_path, CASES["volume drop of 90%"][0], monkeypatch, capsys)
-    assert code == 1
-    batch = _failed_batch(err)
-    root = tmp_path / "data"
-    unit = f"dt={NEW_DAY}/landing--events-{NEW_DAY}.parquet"
+    batch, root, unit = _failed_volume_day(baseline, tmp_path, monkeypatch, capsys)
     assert not (root / "lake" / "clean" / "events" / unit).exists()
     assert main(["validate", "accept", batch, "--reason", "half-day outage, data complete"]) == 0
     assert f"accepted batch {batch}: 1 raw files" in capsys.readouterr().out
@@ -192,11 +198,7 @@ def test_skip_keeps_a_failed_batch_raw_and_out_of_later_runs(
     baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    code, err = _run_day(baseline, tmp_path, CASES["volume drop of 90%"][0], monkeypatch, capsys)
-    assert code == 1
-    batch = _failed_batch(err)
-    root = tmp_path / "data"
-    unit = f"dt={NEW_DAY}/landing--events-{NEW_DAY}.parquet"
+    batch, root, unit = _failed_volume_day(baseline, tmp_path, monkeypatch, capsys)
     assert main(["validate", "skip", batch, "--reason", ""]) == 1
     assert "--reason" in capsys.readouterr().err
     assert main(["validate", "skip", batch, "--reason", "test export, not real traffic"]) == 0
