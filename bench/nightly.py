@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+SERVING_K = 100
+"""The published lists' length (the product's default, ``RECS_SERVING_K``)."""
 STAGES = ("generate", "extract", "validate", "features", "train", "score", "publish")
 
 
@@ -40,7 +42,7 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
     from pipelines.sources.readers import FileSource
     from pipelines.sources.synthetic import PRESETS, write_landing
     from pipelines.stores import Stores as Paths
-    from pipelines.stores import lake
+    from pipelines.stores import scored
     from pipelines.stores.tracking import Tracking
     from pipelines.suites.events import ValidationThresholds
     from pipelines.train import train
@@ -74,7 +76,7 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
         rows = validate(paths, run_id="bench", now=now, thresholds=ValidationThresholds()).rows_in
     elif name == "features":
         report = build_features(
-            paths, as_of=as_of, holdout_days=7, top_k=10, signal=SignalParams(),
+            paths, as_of=as_of, holdout_days=7, top_k=SERVING_K, signal=SignalParams(),
             popularity=PopularityParams(),
         )  # fmt: skip
         rows = report.rows["interactions"]
@@ -88,13 +90,14 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
         queue.put(("metrics", report_t.metrics))
     elif name == "score":
         rows = score(
-            paths, tracking, k=10, popularity=PopularityParams(), ease=EASEParams(), run_id="bench",
+            paths, tracking, k=SERVING_K, popularity=PopularityParams(), ease=EASEParams(),
+            run_id="bench",
             as_of=as_of, generated_at=now,
             ttl=timedelta(hours=36), num_threads=2,
         ).n_users  # fmt: skip
     elif name == "publish":
         rows = publish(
-            paths, recommendations=lake.latest_scored(paths.lake), clock=lambda: now
+            paths, recommendations=scored.latest_scored(paths.lake), clock=lambda: now
         ).n_rows
     queue.put(("stage", (name, time.perf_counter() - start, rows, _rss_mb(), before)))
 

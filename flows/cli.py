@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from flows.cli_serving import recommend, serving_app
 from flows.runtime import configure_environment, configure_logging, hide_console_tracebacks
 
 app = typer.Typer(
@@ -40,6 +41,8 @@ app.add_typer(run_app, name="run")
 app.add_typer(import_app, name="import")
 app.add_typer(validate_app, name="validate")
 app.add_typer(model_app, name="model")
+app.add_typer(serving_app, name="serving")
+app.command()(recommend)
 
 
 def _as_of(text: str) -> datetime:
@@ -262,24 +265,6 @@ def _clear_landing_events(landing: Path, lake_dir: Path) -> None:
         )
 
 
-@app.command()
-def recommend(user_id: Annotated[str, typer.Argument(help="the user's id")]) -> int:
-    """Print a user's list from the serving store (unknown users get the popular list)."""
-    from flows.settings import Settings
-    from pipelines.stores.serving import ServingStore, read_recommendations
-
-    table = read_recommendations(ServingStore(Settings().serving), user_id)
-    rows = table.to_pylist()
-    if not rows:
-        print(f"no recommendations for {user_id!r} and no popular list", file=sys.stderr)
-        return 1
-    print(f"recommendations for {user_id} ({rows[0]['source']}):")
-    print(f"{'rank':>4}  {'item_id':<12} {'score':>10}  source")
-    for row in rows:
-        print(f"{row['rank']:>4}  {row['item_id']:<12} {row['score']:>10.4f}  {row['source']}")
-    return 0
-
-
 class QuarantineAction(StrEnum):
     list = "list"
     release = "release"
@@ -446,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         if _STATE["debug"]:
             raise
         words = [a for a in args if not a.startswith("-")]
-        groups = (["run"], ["import"], ["validate"], ["model"])
+        groups = (["run"], ["import"], ["validate"], ["model"], ["serving"])
         name = " ".join(words[:2] if words[:1] in groups else words[:1])
         hint = "" if _user_error(exc) else " (unexpected: `recs --debug ...` shows the traceback)"
         print(f"recs {name}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)

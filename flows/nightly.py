@@ -31,7 +31,7 @@ from pipelines.features import FeaturesReport, build_features, default_as_of
 from pipelines.publish import PublishReport, publish
 from pipelines.release import ReleaseReport, release_quarantine
 from pipelines.score import ScoreReport, score
-from pipelines.stores import lake
+from pipelines.stores import scored
 from pipelines.stores.runlock import run_lock
 from pipelines.stores.tracking import finish_abandoned_runs
 from pipelines.stores.warehouse import features_schema
@@ -141,7 +141,7 @@ def _validate(run: Run, units: list[str] | None) -> ValidateReport:
 def _features(run: Run, as_of: datetime, backfill: bool = False) -> FeaturesReport:
     s = run.settings
     return _options(run, features_task)(
-        s.stores(), as_of=as_of, holdout_days=s.holdout_days, top_k=s.top_k, signal=s.signal,
+        s.stores(), as_of=as_of, holdout_days=s.holdout_days, top_k=s.serving_k, signal=s.signal,
         popularity=s.popularity, schema=features_schema(as_of, backfill=backfill),
     )  # fmt: skip
 
@@ -184,7 +184,8 @@ def _score(
 ) -> ScoreReport:
     s = run.settings
     return _options(run, score_task)(
-        s.stores(), s.tracking(), k=s.top_k, popularity=s.popularity, ease=s.ease,
+        s.stores(), s.tracking(), k=s.serving_k, popularity=s.popularity, ease=s.ease,
+        rules=s.rules,
         run_id=run.run_id, as_of=as_of, plan_run_id=plan_run_id, model_version=model_version,
         plan_version=plan_version, features_schema=features_schema(as_of, backfill=backfill),
         generated_at=run.now, ttl=timedelta(hours=s.recs_ttl_hours), num_threads=s.num_threads,
@@ -194,7 +195,10 @@ def _score(
 def _publish(run: Run, recommendations: Path | None) -> PublishReport:
     stores = run.settings.stores()
     return _options(run, publish_task)(
-        stores, recommendations=recommendations or lake.latest_scored(stores.lake), clock=_now
+        stores,
+        recommendations=recommendations or scored.latest_scored(stores.lake),
+        clock=_now,
+        keep_versions=run.settings.serving_keep_versions,
     )
 
 

@@ -24,6 +24,7 @@ from features.signal import SignalParams
 from models.baselines import PopularityParams
 from models.ease import EASEParams
 from models.policy import GateParams
+from models.rules import ListRules
 from pipelines.sources.readers import FileSource, Source
 from pipelines.stores import Stores
 from pipelines.stores.tracking import Tracking
@@ -63,7 +64,18 @@ class Settings(BaseSettings):
     mlflow_artifacts_dir: Path = Field(PROJECT_ROOT / "mlflow" / "artifacts")
     experiment_name: str = "nightly-recommendations"
     registered_model_name: str = "recs-lightfm"
-    top_k: int = Field(10, ge=1, le=1000, description="Recommendations per user")
+    top_k: int = Field(
+        10, ge=1, le=1000, description="k of the metrics (precision@k ...) and of the gate"
+    )
+    serving_k: int = Field(
+        100, ge=1, le=1000, description="Recommendations per user in the published lists"
+    )
+    serving_keep_versions: int = Field(
+        7, ge=1, description="Published versions kept in the serving store for a rollback"
+    )
+    rules: ListRules = Field(
+        default_factory=ListRules, description="What a published list may hold"
+    )
     holdout_days: int = Field(7, ge=1, description="Evaluation window before as_of, in days")
     validation: ValidationThresholds = Field(
         default_factory=ValidationThresholds, description="The validation gate's thresholds"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import numpy as np
 import polars as pl
@@ -13,6 +13,10 @@ import scipy.sparse as sp
 
 from features.contracts import C
 from features.matrices import pair_indices
+from models.scoring import KernelRules
+
+if TYPE_CHECKING:
+    from models.rules import ItemRules
 
 RECS_SCHEMA = {
     C.user_id: pl.String,
@@ -89,6 +93,7 @@ class Recommender(Protocol):
         *,
         exclude: pl.DataFrame | None = None,
         allowed_items: pl.Series | None = None,
+        rules: ItemRules | None = None,
         num_threads: int = 1,
     ) -> pl.DataFrame:
         """One row per user_id x rank (1..k): ``user_id, rank, item_id, score, source``.
@@ -98,6 +103,7 @@ class Recommender(Protocol):
             k: recommendations per user.
             exclude: (user_id, item_id) pairs never to recommend (already seen).
             allowed_items: only these items may be recommended (e.g. available ones).
+            rules: score boosts and a per-category cap (:mod:`models.rules`).
             num_threads: scoring threads.
         """
         ...
@@ -109,9 +115,15 @@ def exclusion_matrix(
     """users x items matrix with 1 for each pair to exclude (pairs with unknown ids ignored)."""
     if exclude is None:
         return None
-    coded = pair_indices(exclude.select(C.user_id, C.item_id).unique(), user_ids, item_ids)
+    # Duplicate pairs need no unique(): the matrix sums them, and any non-zero excludes.
+    coded = pair_indices(exclude.select(C.user_id, C.item_id), user_ids, item_ids)
     u, i = coded["u"].to_numpy(), coded["i"].to_numpy()
     return sp.csr_matrix((np.ones(u.size, np.int8), (u, i)), shape=(user_ids.len(), item_ids.len()))
+
+
+def kernel_rules(rules: ItemRules | None, item_ids: pl.Series) -> KernelRules | None:
+    """``rules`` in the order of ``item_ids`` (None: no rules)."""
+    return None if rules is None else rules.aligned(item_ids)
 
 
 def allowed_mask(allowed_items: pl.Series | None, item_ids: pl.Series) -> np.ndarray | None:

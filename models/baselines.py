@@ -1,6 +1,7 @@
 """Popularity: the baseline every model must beat, the fallback list, and the ``popular_items``
 table. "Popular" is defined here and nowhere else: distinct users per item over the
-``window_days`` before ``as_of`` (all history when None), ties broken by item id."""
+``window_days`` before ``as_of`` (all history when None), as a share of the users active in
+that window, ties broken by item id."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from models.base import (
     allowed_mask,
     as_similar_items,
     exclusion_matrix,
+    kernel_rules,
     recommendation_frame,
 )
+from models.rules import ItemRules
 from models.scoring import top_k
 
 _FILE = "popularity.parquet"
@@ -45,18 +48,20 @@ class PopularityParams(BaseModel):
 def item_popularity(
     interactions: pl.DataFrame, items: pl.Series, data: TrainingData, params: PopularityParams
 ) -> pl.DataFrame:
-    """One row per item in ``items``: ``item_id, score`` (distinct users in the window, 0 for
-    items nobody touched), sorted best first with ties by item id."""
+    """One row per item in ``items``: ``item_id, score``, sorted best first with ties by item id.
+    The score is the share of the window's active users who touched the item (0..1; 0 for items
+    nobody touched), so popular rows are on one scale whatever the window or segment size."""
     recent = interactions
     if params.window_days is not None and data.as_of is not None:
         # A pair's last event falls in the window exactly when the user touched the item in it.
         since = data.as_of - timedelta(days=params.window_days)
         recent = interactions.filter(pl.col("last_ts") >= since)
     counts = recent.group_by(C.item_id).agg(pl.col(C.user_id).n_unique().alias(C.score))
+    active = max(recent[C.user_id].n_unique(), 1)
     return (
         pl.DataFrame({C.item_id: items.unique()})
         .join(counts, on=C.item_id, how="left")
-        .with_columns(pl.col(C.score).fill_null(0).cast(pl.Float64))
+        .with_columns(pl.col(C.score).fill_null(0).cast(pl.Float64) / active)
         .sort([C.score, C.item_id], descending=[True, False])
     )
 
@@ -86,10 +91,6 @@ class PopularityRecommender:
     def user_attributes(self) -> list[str]:
         return []
 
-    def _rank_proxy(self) -> np.ndarray:
-        # Strictly decreasing in list order, so the top-k kernel keeps the tie order by item id.
-        return -np.arange(self.item_ids.len(), dtype=np.float32)
-
     def recommend(
         self,
         users: pl.DataFrame,
@@ -97,19 +98,28 @@ class PopularityRecommender:
         *,
         exclude: pl.DataFrame | None = None,
         allowed_items: pl.Series | None = None,
+        rules: ItemRules | None = None,
         num_threads: int = 1,
     ) -> pl.DataFrame:
         """See :class:`models.base.Recommender`; ``source`` is ``popular``."""
         ones = np.ones((users.height, 1), np.float32)
+        # The items are stored best first, so the kernel's tie-break (lower position first)
+        # keeps popularity's tie order (item id) among equal shares.
+        aligned = kernel_rules(rules, self.item_ids)
         idx, _ = top_k(
             ones,
-            self._rank_proxy()[:, None],
+            self.item_scores.astype(np.float32)[:, None],
             k,
             exclude=exclusion_matrix(exclude, users[C.user_id], self.item_ids),
             allowed=allowed_mask(allowed_items, self.item_ids),
+            rules=aligned,
             num_threads=num_threads,
         )
-        scores = np.where(idx >= 0, self.item_scores[np.maximum(idx, 0)], -np.inf)
+        # The exact shares (the kernel ranks in float32), plus the boost it ranked with.
+        exact = self.item_scores
+        if aligned is not None and aligned.boost is not None:
+            exact = exact + aligned.boost
+        scores = np.where(idx >= 0, exact[np.maximum(idx, 0)], -np.inf)
         source = pl.Series(["popular"] * users.height, dtype=pl.String)
         return recommendation_frame(users[C.user_id], self.item_ids, idx, scores, source)
 
@@ -225,6 +235,7 @@ class SegmentPopularity:
         *,
         exclude: pl.DataFrame | None = None,
         allowed_items: pl.Series | None = None,
+        rules: ItemRules | None = None,
         num_threads: int = 1,
     ) -> pl.DataFrame:
         """One row per user_id x rank; ``source`` is ``segment_popular``."""
@@ -243,6 +254,7 @@ class SegmentPopularity:
                     k,
                     exclude=exclude,
                     allowed_items=allowed_items,
+                    rules=rules,
                     num_threads=num_threads,
                 )
             )

@@ -24,9 +24,11 @@ from models.base import (
     TrainingData,
     allowed_mask,
     exclusion_matrix,
+    kernel_rules,
     recommendation_frame,
     similar_items_frame,
 )
+from models.rules import ItemRules
 from models.scoring import select_top_k, top_k
 
 _ARRAYS = "ease.npz"
@@ -105,6 +107,7 @@ class EASERecommender:
         *,
         exclude: pl.DataFrame | None = None,
         allowed_items: pl.Series | None = None,
+        rules: ItemRules | None = None,
         num_threads: int = 1,
         block: int = 2048,
     ) -> pl.DataFrame:
@@ -114,13 +117,14 @@ class EASERecommender:
         excluded = exclusion_matrix(exclude, users[C.user_id], self.item_ids)
         mask = allowed_mask(allowed_items, self.item_ids)
         blocked = None if mask is None else ~mask
+        aligned = kernel_rules(rules, self.item_ids)
         parts_idx, parts_score = [], []
         for start in range(0, users.height, block):
             stop = min(start + block, users.height)
             # Sparse history x dense weights: the cost follows each user's positives.
             scores = np.asarray(rows[start:stop] @ self.weights, dtype=np.float32)
             ex = excluded[start:stop] if excluded is not None else None
-            idx, best = select_top_k(scores, k, ex, blocked)
+            idx, best = select_top_k(scores, k, ex, blocked, aligned)
             parts_idx.append(idx)
             parts_score.append(best)
         width = min(k, self.item_ids.len())

@@ -31,10 +31,12 @@ from models.base import (
     TrainingData,
     allowed_mask,
     exclusion_matrix,
+    kernel_rules,
     recommendation_frame,
     similar_items_frame,
 )
 from models.params import LightFMParams
+from models.rules import ItemRules
 from models.scoring import top_k
 
 _ARRAYS = "arrays.npz"
@@ -115,6 +117,7 @@ class LightFMRecommender:
         *,
         exclude: pl.DataFrame | None = None,
         allowed_items: pl.Series | None = None,
+        rules: ItemRules | None = None,
         num_threads: int = 1,
     ) -> pl.DataFrame:
         """See :class:`models.base.Recommender`; ``source`` is ``model`` for warm users,
@@ -126,6 +129,7 @@ class LightFMRecommender:
             k,
             exclude=exclusion_matrix(exclude, users[C.user_id], self.item_ids),
             allowed=allowed_mask(allowed_items, self.item_ids),
+            rules=kernel_rules(rules, self.item_ids),
             num_threads=num_threads,
         )
         source = pl.Series(np.where(warm, "model", "cold_start"), dtype=pl.String)

@@ -1,5 +1,5 @@
-"""Publish stage: swap a run's validated lists, with the popular lists and similar items, into
-the serving store in one step, and record the publication in the warehouse."""
+"""Publish stage: make a run's committed lists, with the popular lists and similar items, the
+version the serving store serves (one swap), and record it in the warehouse."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from features.contracts import C, ContractError
-from pipelines.score import VALIDATED_CHECKSUM
-from pipelines.stores import Stores, lake, warehouse
-from pipelines.stores.serving import ServingStore, publish_recommendations, table_checksum
+from features.contracts import ContractError
+from pipelines.stores import Stores, scored, warehouse
+from pipelines.stores.serving import (
+    KEEP_VERSIONS,
+    ServingStore,
+    publish_recommendations,
+    rollback,
+)
 from pipelines.stores.urls import redact
 
 
@@ -27,46 +31,75 @@ class PublishReport:
     n_users: int
     n_rows: int
     checksum: str
+    version: str = ""  # the serving store's version of these tables (rollback target)
 
 
 def publish(
-    stores: Stores, *, recommendations: Path, clock: Callable[[], datetime]
+    stores: Stores,
+    *,
+    recommendations: Path,
+    clock: Callable[[], datetime],
+    keep_versions: int = KEEP_VERSIONS,
 ) -> PublishReport:
-    """Publish the lists of one scored file (default in the flow: the run's own).
+    """Publish the lists of one committed score run (``recommendations``: its directory; in the
+    flow, the run's own).
 
     Raises:
-        ContractError: the file is empty, or its content is not what the recommendations suite
-            passed when it was scored (never validated, or changed since).
+        ContractError: the run never committed (no manifest: killed or failed mid-score), its
+            lists are empty, or they are not what the recommendations suite passed.
     """
-    table, similar = lake.read_scored(recommendations)
+    run = scored.read_scored(recommendations)
+    table = run.recommendations
     if table.num_rows == 0:
         raise ContractError(f"{recommendations}: no recommendations to publish")
-    validated = (table.schema.metadata or {}).get(VALIDATED_CHECKSUM)
-    checksum = table_checksum(table, [C.user_id, C.rank])
-    if validated is None or validated.decode() != checksum:
-        raise ContractError(
-            f"{recommendations}: not the lists the recommendations suite passed "
-            f"({'never validated' if validated is None else 'changed since scoring'}); "
-            "run `recs run score` again"
-        )
     (popular,) = warehouse.read_tables(stores.warehouse, "popular_items")
-    run_id = str(table.column(C.run_id)[0])
-    version = str(table.column("model_version")[0])
+    run_id = str(run.manifest["run_id"])
+    version = str(run.manifest["model_version"])
     pub = publish_recommendations(
         ServingStore(stores.serving_url),
         table,
         popular.to_arrow(),
-        similar_items=similar,
+        similar_items=run.similar_items,
         run_id=run_id,
         model_version=version,
         clock=clock,
+        checksum=run.checksum,
+        keep=keep_versions,
     )
     report = PublishReport(
-        redact(stores.serving_url), run_id, version, pub.n_users, pub.n_rows, pub.checksum
-    )
-    with warehouse.connect(stores.warehouse) as con:
+        redact(stores.serving_url), run_id, version, pub.n_users, pub.n_rows, pub.checksum,
+        pub.version,
+    )  # fmt: skip
+    published_at = clock()
+    with warehouse.connect(stores.warehouse) as con, warehouse.transaction(con):
+        row = {k: [v] for k, v in asdict(report).items()}
+        row["published_at"] = [published_at]
+        warehouse.append(con, "publications", pa.table(row))
+        warehouse.append_history(con, run.directory / "recommendations.parquet", published_at)
+        warehouse.publish_views(con, run.directory / "recommendations.parquet")
+    return report
+
+
+def rollback_serving(
+    stores: Stores, *, run_id: str | None, clock: Callable[[], datetime]
+) -> PublishReport:
+    """Serve again the lists ``run_id`` published (default: the version before the live one),
+    one swap in the serving store; the warehouse's ``recommendations`` view follows when the
+    run's scored lists are still in the lake.
+
+    Raises:
+        LookupError: the serving store keeps no such version.
+    """
+    pub = rollback(ServingStore(stores.serving_url), run_id, clock)
+    report = PublishReport(
+        redact(stores.serving_url), pub.run_id, pub.model_version, pub.n_users, pub.n_rows,
+        pub.checksum, pub.version,
+    )  # fmt: skip
+    with warehouse.connect(stores.warehouse) as con, warehouse.transaction(con):
         row = {k: [v] for k, v in asdict(report).items()}
         row["published_at"] = [clock()]
         warehouse.append(con, "publications", pa.table(row))
-        warehouse.publish_views(con, recommendations)
+        lists = scored.scored_dir(stores.lake, pub.run_id) / "recommendations.parquet"
+        if lists.exists():
+            warehouse.publish_views(con, lists)
     return report

@@ -1,38 +1,62 @@
 """Score stage: top-K lists for every user, each segment served by what won it in training,
-topped up from the popular list, gated by the recommendations suite, written to the lake."""
+topped up from the popular list, gated by the recommendations suite, committed to the lake.
+
+Users are scored in chunks (sorted by user id) from vectors to written rows, so memory follows the
+chunk, not the user count: each chunk's lists are built, reduced to the suite's per-user counts
+and streamed to the run's file; the suite judges every chunk's counts at the end, and only then
+are the files committed (:mod:`pipelines.stores.scored`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
+import pyarrow as pa
 
-from features.contracts import RECOMMENDATIONS, SIMILAR_ITEMS, C, conform
+from features.contracts import RECOMMENDATIONS, C, conform
 from models.base import TrainingData
 from models.baselines import PopularityParams, PopularityRecommender, SegmentPopularity
 from models.ease import EASEParams, EASERecommender
 from models.policy import SEGMENTS, fill_to_k
-from pipelines.stores import Stores, lake, warehouse
-from pipelines.stores.serving import table_checksum
+from models.rules import ItemRules, ListRules, item_rules
+from pipelines.stores import Stores, warehouse
+from pipelines.stores.scored import ScoredWriter, scored_at
 from pipelines.stores.tracking import Tracking, load_champion, load_version
-from pipelines.suites.recommendations import validate_recommendations
+from pipelines.suites.recommendations import list_aggregates, validate_recommendations
 from pipelines.suites.runner import ValidationError
 
-VALIDATED_CHECKSUM = b"recs.validated_checksum"
-"""Parquet metadata key: the checksum of the lists the recommendations suite passed."""
+CHUNK_USERS = 16_384
+"""Users scored, checked and written at a time (memory: chunk x K rows, chunk x items floats)."""
 
 
 @dataclass(frozen=True)
 class ScoreReport:
-    """Where the scored lists were written, and who got what kind."""
+    """Where the scored lists were committed, and who got what kind."""
 
-    path: Path
+    path: Path  # the run's scored directory (its manifest commits it)
     model_version: str
     n_users: int
     rows_by_source: dict[str, int]
     similar_items: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time went
+
+
+class _Lists(Protocol):
+    def recommend(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: pl.DataFrame | None = None,
+        allowed_items: pl.Series | None = None,
+        rules: ItemRules | None = None,
+        num_threads: int = 1,
+    ) -> pl.DataFrame: ...
 
 
 def score(
@@ -44,6 +68,7 @@ def score(
     ease: EASEParams,
     run_id: str,
     as_of: datetime,
+    rules: ListRules | None = None,
     plan_run_id: str | None = None,
     model_version: str | None = None,
     plan_version: str | None = None,
@@ -51,111 +76,219 @@ def score(
     generated_at: datetime,
     ttl: timedelta,
     num_threads: int,
+    chunk_users: int = CHUNK_USERS,
 ) -> ScoreReport:
-    """Top-k for every user in ``user_features``, as of ``as_of``.
+    """Up to k recommendations for every user in ``user_features``, as of ``as_of``.
 
     Warm users (an event before ``as_of``) and cold users (attributes only) are each served by
     what won their segment in training ``plan_run_id`` (default: the last one; the warehouse's
     ``segment_choices``): the ``@champion`` model (``source`` model or cold_start), EASE refitted
-    on the same tables (ease), segment
-    popularity (segment_popular) or global popularity over some window (popular). Users the
-    model does not describe, and the slots a list cannot fill, get the global popular list.
-    Items the user had an event on before ``as_of`` and unavailable items are excluded. The
-    model is ``model_version`` when given (the one this run refitted), else ``@champion``.
+    on the same tables (ease), segment popularity (segment_popular) or global popularity over
+    some window (popular). Users the model does not describe, and the slots a list cannot fill,
+    get the global popular list (only those users are filled). A list is k long unless fewer
+    items may be recommended to the user. Never recommended: items the user had an event on
+    before ``as_of``, pairs in the warehouse ``blocklist``, unavailable items and items of
+    ``rules.excluded_categories``; ``rules`` also boost new items and cap items per category
+    (the cap yields to the popular top-up when it would leave a list short). The model is
+    ``model_version`` when given (the one this run refitted), else ``@champion``.
     ``plan_version`` takes the plan of the training that registered that version instead (the
     champion's, for a score-and-publish run). Feature tables are read from ``features_schema``.
 
     Raises:
-        ValidationError: the lists fail the recommendations suite (nothing is written).
+        ValidationError: the lists fail the recommendations suite (nothing is committed).
     """
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
     warehouse.require_features_for(stores.warehouse, as_of, features_schema)
     interactions, users, items = warehouse.read_tables(
         stores.warehouse, "interactions", "user_features", "item_features", schema=features_schema
     )
-    seen = interactions.select(C.user_id, C.item_id)
-    available = items.filter(pl.col(C.available))[C.item_id]
-    data = TrainingData(interactions.filter(pl.col("positive")), users, items, as_of)
-    popular = PopularityRecommender.fit(data, popularity).recommend(
-        users, k, exclude=seen, allowed_items=available, num_threads=num_threads
+    # Unique pairs (interactions hold one row per pair): the suite's counts join on them.
+    blocked_pairs = warehouse.blocklist(stores.warehouse).unique()
+    excluded = pl.concat(
+        [
+            interactions.select(C.user_id, C.item_id),
+            blocked_pairs.join(interactions, on=[C.user_id, C.item_id], how="anti"),
+        ]
     )
+    resolved = item_rules(items, rules or ListRules(), as_of)
+    available = items.filter(
+        pl.col(C.available) & ~pl.col(C.item_id).is_in(resolved.excluded_items.implode())
+    )[C.item_id]
+    data = TrainingData(interactions.filter(pl.col("positive")), users, items, as_of)
+    fallback = PopularityRecommender.fit(data, popularity)
     champion = load_version(tracking, model_version) if model_version else load_champion(tracking)
     plan = warehouse.serving_plan(stores.warehouse, plan_run_id, plan_version) or dict.fromkeys(
         SEGMENTS, "model"
     )
-    warm = pl.col(C.user_id).is_in(interactions[C.user_id].unique().implode())
-    groups = {"warm": users.filter(warm), "cold": users.filter(~warm)}
-    parts = []
-    served_by_model = False
-    for segment, candidate in plan.items():
-        group = groups.get(segment)
-        if group is None or group.height == 0:
-            continue
-        if candidate == "model" and champion is not None:
-            model = champion.recommender
-            described = group.filter(pl.Series(model.describes(group)))
-            parts.append(
-                model.recommend(
-                    described, k, exclude=seen, allowed_items=available, num_threads=num_threads
-                )
-            )
-            served_by_model = True
-        elif candidate == "ease":
-            item_model = EASERecommender.fit(data, ease)
-            described = group.filter(pl.Series(item_model.describes(group)))
-            parts.append(
-                item_model.recommend(
-                    described, k, exclude=seen, allowed_items=available, num_threads=num_threads
-                )
-            )
-        elif candidate.startswith("popular:"):
-            days = candidate.split(":", 1)[1]
-            other = PopularityParams(window_days=None if days == "all" else int(days))
-            parts.append(
-                PopularityRecommender.fit(data, other).recommend(
-                    group, k, exclude=seen, allowed_items=available, num_threads=num_threads
-                )
-            )
-        elif candidate.startswith("segment:"):
-            by_segment = SegmentPopularity.fit(data, popularity, candidate.split(":", 1)[1])
-            parts.append(
-                by_segment.recommend(
-                    group, k, exclude=seen, allowed_items=available, num_threads=num_threads
-                )
-            )
-    recs = fill_to_k(pl.concat(parts), popular, k) if parts else popular
-    version = champion.version if champion is not None and served_by_model else "popularity"
-    similar = None
-    if champion is not None:
-        similar = champion.recommender.similar_items(
-            k, allowed_items=available, num_threads=num_threads
-        )
-    failures = validate_recommendations(
-        recs, k=k, expected_users=users[C.user_id], seen=seen, available_items=available,
-        gx_root=stores.gx_root,
-    )  # fmt: skip
-    if failures:
-        raise ValidationError(f"recommendations of run {run_id}", failures)
-    table = recs.with_columns(
-        model_version=pl.lit(version),
-        run_id=pl.lit(run_id),
-        generated_at=pl.lit(generated_at).cast(pl.Datetime("us", "UTC")),
-        expires_at=pl.lit(generated_at + ttl).cast(pl.Datetime("us", "UTC")),
-    ).to_arrow()
-    table = conform(table, RECOMMENDATIONS, "scored recommendations")
-    checksum = table_checksum(table, [C.user_id, C.rank])
-    out = lake.write_scored(
-        stores.lake,
-        run_id,
-        table.replace_schema_metadata({VALIDATED_CHECKSUM: checksum.encode()}),
-        conform(similar.to_arrow(), SIMILAR_ITEMS, "similar items")
-        if similar is not None
-        else None,
+    serving = _serving_lists(
+        plan, champion.recommender if champion else None, data, popularity, ease
     )
-    by_source = dict(recs.group_by(C.source).len().sort(C.source).iter_rows())
+    warm_ids = interactions[C.user_id].unique().implode()
+    users = users.sort(C.user_id).with_columns(_warm=pl.col(C.user_id).is_in(warm_ids))
+    seconds["read and fit"] = time.perf_counter() - started
+
+    writer = ScoredWriter(stores.lake, run_id)
+    constants = {
+        "model_version": "popularity",
+        C.run_id: run_id,
+        "generated_at": generated_at,
+        "expires_at": generated_at + ttl,
+    }
+    if champion is not None and "model" in plan.values():
+        constants["model_version"] = champion.version
+    aggregates, by_source = [], pl.DataFrame(schema={C.source: pl.String, "n": pl.UInt32})
+    try:
+        for chunk in users.iter_slices(chunk_users):
+            tick = time.perf_counter()
+            chunk_excluded = excluded.join(chunk.select(C.user_id), on=C.user_id, how="semi")
+            lists = _chunk_lists(
+                chunk, serving, fallback, k, chunk_excluded, available, resolved, num_threads
+            )
+            seconds["lists"] = seconds.get("lists", 0.0) + time.perf_counter() - tick
+            tick = time.perf_counter()
+            aggregates.append(
+                list_aggregates(
+                    lists, k=k, expected_users=chunk[C.user_id], excluded=chunk_excluded,
+                    available_items=available,
+                )
+            )  # fmt: skip
+            by_source = pl.concat([by_source, lists.group_by(C.source).agg(n=pl.len())])
+            seconds["checks"] = seconds.get("checks", 0.0) + time.perf_counter() - tick
+            tick = time.perf_counter()
+            writer.write(_with_constants(lists, constants))
+            seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - tick
+        tick = time.perf_counter()
+        if not aggregates:  # no users at all: the suite still runs, on an empty table
+            aggregates.append(
+                list_aggregates(
+                    pl.DataFrame(schema=RECS_COLUMNS), k=k, expected_users=users[C.user_id],
+                    excluded=excluded, available_items=available,
+                )
+            )  # fmt: skip
+        failures = validate_recommendations(
+            pl.concat(aggregates), n_users=users.height, gx_root=stores.gx_root
+        )
+        seconds["suite"] = time.perf_counter() - tick
+        if failures:
+            raise ValidationError(f"recommendations of run {run_id}", failures)
+        tick = time.perf_counter()
+        similar = None
+        if champion is not None:
+            similar = champion.recommender.similar_items(
+                k, allowed_items=available, num_threads=num_threads
+            ).to_arrow()
+        seconds["similar items"] = time.perf_counter() - tick
+        counts = by_source.group_by(C.source).agg(pl.col("n").sum()).sort(C.source)
+        rows_by_source = {str(s): int(n) for s, n in counts.iter_rows()}
+        out = writer.commit(
+            similar,
+            {
+                "scored_at": scored_at(generated_at),
+                "as_of": as_of.isoformat(),
+                "model_version": constants["model_version"],
+                "n_users": users.height,
+                "rows_by_source": rows_by_source,
+            },
+        )
+    except BaseException:
+        writer.abort()
+        raise
     return ScoreReport(
         out,
-        version,
+        str(constants["model_version"]),
         users.height,
-        {str(s): int(n) for s, n in by_source.items()},
-        out.with_name("similar_items.parquet") if similar is not None else None,
+        rows_by_source,
+        out / "similar_items.parquet" if similar is not None else None,
+        seconds,
     )
+
+
+RECS_COLUMNS = {
+    C.user_id: pl.String,
+    C.rank: pl.Int32,
+    C.item_id: pl.String,
+    C.score: pl.Float64,
+    C.source: pl.String,
+}
+
+
+def _serving_lists(
+    plan: dict[str, str],
+    model: _Lists | None,
+    data: TrainingData,
+    popularity: PopularityParams,
+    ease: EASEParams,
+) -> dict[str, _Lists]:
+    """Segment -> what serves it, each fitted once for every chunk. ``model`` segments without a
+    champion are left out (the popular top-up serves them)."""
+    serving: dict[str, _Lists] = {}
+    for segment, candidate in plan.items():
+        if candidate == "model":
+            if model is not None:
+                serving[segment] = model
+        elif candidate == "ease":
+            serving[segment] = EASERecommender.fit(data, ease)
+        elif candidate.startswith("popular:"):
+            days = candidate.split(":", 1)[1]
+            window = PopularityParams(window_days=None if days == "all" else int(days))
+            serving[segment] = PopularityRecommender.fit(data, window)
+        elif candidate.startswith("segment:"):
+            attribute = candidate.split(":", 1)[1]
+            serving[segment] = SegmentPopularity.fit(data, popularity, attribute)
+    return serving
+
+
+def _chunk_lists(
+    chunk: pl.DataFrame,
+    serving: dict[str, _Lists],
+    fallback: PopularityRecommender,
+    k: int,
+    excluded: pl.DataFrame,
+    available: pl.Series,
+    rules: ItemRules,
+    num_threads: int,
+) -> pl.DataFrame:
+    """One chunk of users' lists: one row per user_id x rank, sorted."""
+    parts = []
+    for segment, lists in serving.items():
+        group = chunk.filter(pl.col("_warm") == (segment == "warm")).drop("_warm")
+        if group.height == 0:
+            continue
+        describes = getattr(lists, "describes", None)
+        if describes is not None:
+            group = group.filter(pl.Series(describes(group)))
+        parts.append(
+            lists.recommend(
+                group, k, exclude=excluded, allowed_items=available, rules=rules,
+                num_threads=num_threads,
+            )
+        )  # fmt: skip
+    primary = pl.concat(parts) if parts else pl.DataFrame(schema=RECS_COLUMNS)
+    # Only the users whose list is short (not described, too few items under the rules) are
+    # topped up from the popular list: no second scoring pass over everyone.
+    lengths = primary.group_by(C.user_id).agg(n=pl.len())
+    short = (
+        chunk.select(C.user_id)
+        .join(lengths, on=C.user_id, how="left")
+        .filter(pl.col("n").fill_null(0) < k)
+        .select(C.user_id)
+    )
+    if short.height:
+        top_up = fallback.recommend(
+            short, k, exclude=excluded.join(short, on=C.user_id, how="semi"),
+            allowed_items=available, num_threads=num_threads,
+        )  # fmt: skip
+        filled = fill_to_k(primary.join(short, on=C.user_id, how="semi"), top_up, k)
+        primary = pl.concat([primary.join(short, on=C.user_id, how="anti"), filled])
+    return primary.select(list(RECS_COLUMNS)).sort(C.user_id, C.rank)
+
+
+def _with_constants(lists: pl.DataFrame, constants: dict[str, object]) -> pa.Table:
+    """A chunk's rows with the run's constant columns, as the ``RECOMMENDATIONS`` contract."""
+    table = lists.to_arrow()
+    n = table.num_rows
+    for name in ("model_version", C.run_id, "generated_at", "expires_at"):
+        kind = RECOMMENDATIONS.field(name).type
+        table = table.append_column(name, pa.repeat(pa.scalar(constants[name], kind), n))
+    return conform(table, RECOMMENDATIONS, "scored recommendations")

@@ -7,7 +7,7 @@ Layout::
                                                        plus released-<run>.parquet from quarantine)
     <lake>/catalog/{users,items}.parquet               latest catalog snapshots
     <lake>/catalog/{users,items}/taken=<t>--run_id=<id>.parquet   the snapshot of each run
-    <lake>/recommendations/run_id=<id>/*.parquet       scored lists of a run, before publishing
+    <lake>/recommendations/run_id=<id>/                 scored lists (pipelines.stores.scored)
 
 A part is named after the source file it came from (``<source>--<file>``) or the database source
 (``<source>``), so re-extracting replaces exactly its rows in every partition it touches
@@ -368,39 +368,3 @@ def catalog_at(lake: Path, name: str, as_of: datetime) -> Path:
         return catalog_path(lake, name)
     before = [p for taken, p in snapshots if taken <= as_of]
     return before[-1] if before else snapshots[0][1]
-
-
-SCORED = "recommendations"
-"""Folder of scored lists: ``<lake>/recommendations/run_id=<id>/``."""
-
-
-def scored_dir(lake: Path, run_id: str) -> Path:
-    """Where one run's scored lists are kept until (and after) they are published."""
-    return lake / SCORED / f"run_id={run_id}"
-
-
-def write_scored(
-    lake: Path, run_id: str, recommendations: pa.Table, similar_items: pa.Table | None
-) -> Path:
-    """Write a run's lists (and similar items) atomically; returns the recommendations file."""
-    out = scored_dir(lake, run_id)
-    if similar_items is not None:
-        _atomic_write(similar_items, out / "similar_items.parquet")
-    _atomic_write(recommendations, out / "recommendations.parquet")
-    return out / "recommendations.parquet"
-
-
-def read_scored(recommendations: Path) -> tuple[pa.Table, pa.Table | None]:
-    """A scored recommendations file and the similar items beside it (None if there are none)."""
-    similar = recommendations.with_name("similar_items.parquet")
-    return pq.read_table(recommendations), pq.read_table(similar) if similar.exists() else None
-
-
-def latest_scored(lake: Path) -> Path:
-    """The most recently scored recommendations file."""
-    files = sorted(
-        (lake / SCORED).glob("run_id=*/recommendations.parquet"), key=lambda p: p.stat().st_mtime
-    )
-    if not files:
-        raise FileNotFoundError(f"{lake / SCORED}: nothing scored; run `recs run score`")
-    return files[-1]

@@ -1,23 +1,34 @@
 """The serving store online systems read (SQLite by default, PostgreSQL in production).
 
-A publish writes each table (``recommendations``, ``popular_items``, ``similar_items``) into a
-fresh staging table (Arrow -> ADBC bulk ingest), then swaps
-all of them in with renames inside one transaction and records the publication. Readers see the
-previous version until the commit and the new one after it, never a mix or an empty table; a
-failure before the commit leaves yesterday's version serving (the staging table is dropped).
-SQLite runs in WAL mode, so readers never block on the nightly write.
+Every publish is a **version**: its tables ``recommendations__v_<version>``,
+``popular_items__v_<version>`` and ``similar_items__v_<version>`` are bulk-loaded (Arrow -> ADBC
+ingest, keys built after the load), then one short transaction points the stable views
+``recommendations``, ``popular_items`` and ``similar_items`` at them and records the version in
+``publications``. Readers query the views: they see the previous version until the commit and
+the new one after it, never a mix or an empty table, and a failure before the commit leaves
+yesterday's version serving. Grants on the views (PostgreSQL reader roles, ``recs serving
+grant-reader``) and constraint names survive every publish, because nothing is renamed.
+
+The last ``keep`` versions stay addressable by run id, so ``recs serving rollback [RUN_ID]``
+points the views back in one transaction. Tables of a publish that never committed (a kill
+between load and swap) are dropped at the start of the next one. The swap waits at most
+:data:`LOCK_TIMEOUT_S` for a lock and is retried with backoff. SQLite is in WAL mode (set once,
+when the file is created) with a busy timeout on every connection, so readers never block on
+the nightly write.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -26,43 +37,49 @@ import pyarrow.compute as pc
 from features.contracts import POPULAR_ITEMS, RECOMMENDATIONS, SIMILAR_ITEMS, C, conform
 from pipelines.stores.urls import redact
 
+T = TypeVar("T")
+
 _TYPES = {
     "sqlite": {"text": "text", "int": "integer", "float": "double precision", "ts": "text"},
     "postgresql": {
-        "text": "text",
-        "int": "integer",
-        "float": "double precision",
-        "ts": "timestamptz",
+        "text": "text", "int": "integer", "float": "double precision", "ts": "timestamptz",
     },
-}
+}  # fmt: skip
 
 _DDL = {
     "recommendations": (
         "user_id {text} not null, rank {int} not null, item_id {text} not null, "
         "score {float} not null, source {text} not null, model_version {text} not null, "
-        "run_id {text} not null, generated_at {ts} not null, expires_at {ts} not null, "
-        "primary key (user_id, rank)"
+        "run_id {text} not null, generated_at {ts} not null, expires_at {ts} not null"
     ),
     "popular_items": (
         "segment {text} not null, rank {int} not null, item_id {text} not null, "
-        "score {float} not null, primary key (segment, rank)"
+        "score {float} not null"
     ),
     "similar_items": (
         "item_id {text} not null, rank {int} not null, similar_item_id {text} not null, "
-        "score {float} not null, primary key (item_id, rank)"
+        "score {float} not null"
     ),
 }
+_KEYS = {"recommendations": "user_id, rank", "popular_items": "segment, rank",
+         "similar_items": "item_id, rank"}  # fmt: skip
+VIEWS = tuple(_DDL)
 
 _PUBLICATIONS_DDL = (
     "create table if not exists publications (run_id {text} not null, "
     "model_version {text} not null, n_users {int} not null, n_rows {int} not null, "
     "checksum {text} not null, status {text} not null, started_at {ts} not null, "
-    "published_at {ts})"
+    "published_at {ts}, version {text}, seq {int})"
 )
-
+_READERS_DDL = "create table if not exists serving_readers (role {text} primary key)"
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite connection waits for another's lock instead of failing at once."""
+LOCK_TIMEOUT_S = 5
+"""How long the swap waits for a PostgreSQL lock (a long reader query) before it retries."""
+SWAP_ATTEMPTS = 6
+KEEP_VERSIONS = 7
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,10 @@ class ServingStore:
             f"serving url {redact(self.url)!r}: expected sqlite:///<path> or postgresql://<host>/<db>"
         )
 
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.url.removeprefix("sqlite:///"))
+
     def param(self, n: int) -> str:
         """Placeholder for the n-th (1-based) bound parameter in this dialect."""
         return "?" if self.dialect == "sqlite" else f"${n}"
@@ -94,7 +115,7 @@ class ServingStore:
         if self.dialect == "sqlite":
             import adbc_driver_sqlite.dbapi as sqlite
 
-            path = Path(self.url.removeprefix("sqlite:///"))
+            path = self.sqlite_path
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists():
                 # journal_mode is stored in the file: set once, when the file is created (setting
@@ -140,7 +161,8 @@ def _for_store(store: ServingStore, table: pa.Table) -> pa.Table:
 
 
 def table_checksum(table: pa.Table, order_by: Sequence[str]) -> str:
-    """SHA-256 of a table's content in a fixed row order."""
+    """SHA-256 of a table's content in a fixed row order (the same bytes as
+    :func:`pipelines.stores.scored.rows_digest` over the sorted rows)."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     hashes = frame.sort(order_by).hash_rows(seed=0).to_numpy().tobytes()
@@ -149,13 +171,35 @@ def table_checksum(table: pa.Table, order_by: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Publication:
-    """What a publish wrote."""
+    """What a publish (or a rollback) made live."""
 
     run_id: str
     model_version: str
     n_users: int
     n_rows: int
     checksum: str
+    version: str = ""
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(
+        s in text
+        for s in ("database is locked", "busy", "lock timeout", "could not obtain lock", "deadlock")
+    )
+
+
+def with_lock_retries(action: Callable[[], T], attempts: int = SWAP_ATTEMPTS) -> T:
+    """Run ``action``; on a lock error (SQLite busy, PostgreSQL lock timeout or deadlock) wait
+    0.2 s, 0.4 s, ... and try again, ``attempts`` times in all."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as exc:
+            if not _is_lock_error(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def publish_recommendations(
@@ -167,14 +211,18 @@ def publish_recommendations(
     run_id: str,
     model_version: str,
     clock: Callable[[], datetime],
+    checksum: str | None = None,
+    keep: int = KEEP_VERSIONS,
 ) -> Publication:
-    """Replace the serving tables atomically and record the publication.
+    """Load a new version and make it the one served, in one transaction; record it.
 
     Args:
-        clock: returns the current UTC time (the start and the commit are stamped with it).
         recommendations: rows of the ``RECOMMENDATIONS`` contract (already validated).
         popular_items: rows of the ``POPULAR_ITEMS`` contract (fallback for unknown users).
         similar_items: rows of the ``SIMILAR_ITEMS`` contract (empty table when None).
+        clock: returns the current UTC time (the start and the commit are stamped with it).
+        checksum: the lists' checksum when the caller has it (else computed here).
+        keep: versions kept addressable for a rollback (the live one included).
     """
     tables = {
         "recommendations": conform(recommendations, RECOMMENDATIONS, "recommendations"),
@@ -187,94 +235,272 @@ def publish_recommendations(
     }
     started_at = clock()
     recs = tables["recommendations"]
+    version = uuid.uuid4().hex[:12]
     publication = Publication(
         run_id=run_id,
         model_version=model_version,
         n_users=pc.count_distinct(recs.column(C.user_id)).as_py(),
         n_rows=recs.num_rows,
-        checksum=table_checksum(recs, [C.user_id, C.rank]),
+        checksum=checksum or table_checksum(recs, [C.user_id, C.rank]),
+        version=version,
     )
-    suffix = uuid.uuid4().hex[:12]
-    staging = {name: f"{name}__staging_{suffix}" for name in tables}
     with store.connect() as conn:
+        with_lock_retries(lambda: _prepare(store, conn))
         try:
             with conn.cursor() as cur:
-                cur.execute(store.ddl(_PUBLICATIONS_DDL))
                 for name, table in tables.items():
-                    cur.execute(f"create table {staging[name]} ({store.ddl(_DDL[name])})")
-                    cur.adbc_ingest(staging[name], _for_store(store, table), mode="append")
+                    target = f"{name}__v_{version}"
+                    cur.execute(f"create table {target} ({store.ddl(_DDL[name])})")
+                    cur.adbc_ingest(target, _for_store(store, table), mode="append")
+                    _add_key(store, cur, target, _KEYS[name])
             conn.commit()
-            with conn.cursor() as cur:
-                for name in tables:
-                    cur.execute(f"drop table if exists {name}__previous")
-                    if _exists(store, cur, name):
-                        cur.execute(f"alter table {name} rename to {name}__previous")
-                    cur.execute(f"alter table {staging[name]} rename to {name}")
-                    cur.execute(f"drop table if exists {name}__previous")
-                p = store.param
-                cur.execute(
-                    "insert into publications values "
-                    f"({p(1)}, {p(2)}, {p(3)}, {p(4)}, {p(5)}, 'published', {p(6)}, {p(7)})",
-                    (
-                        run_id,
-                        model_version,
-                        publication.n_users,
-                        publication.n_rows,
-                        publication.checksum,
-                        _ts(store, started_at),
-                        _ts(store, clock()),
-                    ),
-                )
-            conn.commit()
+            with_lock_retries(
+                lambda: _point_views(store, conn, publication, "published", started_at, clock)
+            )
         except BaseException:
             conn.rollback()
             with conn.cursor() as cur:
-                for name in staging.values():
-                    cur.execute(f"drop table if exists {name}")
+                for name in tables:
+                    cur.execute(f"drop table if exists {name}__v_{version}")
             conn.commit()
             raise
+        _drop_old_versions(store, conn, keep)
     return publication
+
+
+def _add_key(store: ServingStore, cur: Any, table: str, columns: str) -> None:
+    """The table's key, built after the bulk load (an index filled row by row costs more)."""
+    if store.dialect == "sqlite":
+        cur.execute(f"create unique index {table}_pkey on {table} ({columns})")
+    else:
+        cur.execute(f"alter table {table} add constraint {table}_pkey primary key ({columns})")
+
+
+def _prepare(store: ServingStore, conn: Any) -> None:
+    """The bookkeeping tables exist (older stores gain the new columns), and tables of
+    publishes that never committed are dropped."""
+    with conn.cursor() as cur:
+        cur.execute(store.ddl(_PUBLICATIONS_DDL))
+        cur.execute(store.ddl(_READERS_DDL))
+        have = _columns(store, cur, "publications")
+        for name, kind in (("version", "{text}"), ("seq", "{int}")):
+            if name not in have:
+                cur.execute(f"alter table publications add column {name} {store.ddl(kind)}")
+        live = _recorded_versions(cur)
+        for table in _tables(store, cur):
+            name, _, version = table.partition("__v_")
+            if "__staging_" in table or (version and name in VIEWS and version not in live):
+                cur.execute(f"drop table if exists {table}")
+    conn.commit()
+
+
+def _point_views(
+    store: ServingStore,
+    conn: Any,
+    pub: Publication,
+    status: str,
+    started_at: datetime,
+    clock: Callable[[], datetime],
+) -> None:
+    """One transaction: every view to version ``pub.version``, grants to the reader roles, and
+    the publications row. Rolled back whole on any error."""
+    try:
+        with conn.cursor() as cur:
+            if store.dialect == "postgresql":
+                cur.execute(f"set local lock_timeout = '{LOCK_TIMEOUT_S}s'")
+            kinds = _kinds(store, cur)
+            cur.execute("select role from serving_readers order by role")
+            readers = [str(r[0]) for r in cur.fetchall()]
+            for name in VIEWS:
+                if kinds.get(name) == "table":  # a store from before versions: its last table
+                    cur.execute(f"drop table {name}")
+                source = f"select * from {name}__v_{pub.version}"
+                if store.dialect == "sqlite":
+                    cur.execute(f"drop view if exists {name}")
+                    cur.execute(f"create view {name} as {source}")
+                else:
+                    cur.execute(f"create or replace view {name} as {source}")
+                    for role in readers:
+                        cur.execute(f'grant select on {name} to "{role}"')
+            p = store.param
+            cur.execute(
+                "insert into publications (run_id, model_version, n_users, n_rows, checksum, "
+                "status, started_at, published_at, version, seq) values "
+                f"({p(1)}, {p(2)}, {p(3)}, {p(4)}, {p(5)}, {p(6)}, {p(7)}, {p(8)}, {p(9)}, "
+                "(select coalesce(max(seq), 0) + 1 from publications))",
+                (
+                    pub.run_id, pub.model_version, pub.n_users, pub.n_rows, pub.checksum, status,
+                    _ts(store, started_at), _ts(store, clock()), pub.version,
+                ),
+            )  # fmt: skip
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _drop_old_versions(store: ServingStore, conn: Any, keep: int) -> None:
+    """Drop the tables of versions beyond the ``keep`` most recently made live. Best effort: a
+    reader still on an old table only delays its drop to the next publish."""
+    try:
+        with conn.cursor() as cur:
+            if store.dialect == "postgresql":
+                cur.execute(f"set local lock_timeout = '{LOCK_TIMEOUT_S}s'")
+            kept = set(_recorded_versions(cur)[:keep])
+            for table in _tables(store, cur):
+                name, _, version = table.partition("__v_")
+                if name in VIEWS and version and version not in kept:
+                    cur.execute(f"drop table if exists {table}")
+        conn.commit()
+    except Exception as exc:
+        conn.rollback()
+        if not _is_lock_error(exc):
+            raise
+
+
+def _recorded_versions(cur: Any) -> list[str]:
+    """Versions in the order they were last made live, newest first."""
+    cur.execute(
+        "select version, max(seq) from publications where version is not null "
+        "group by version order by 2 desc"
+    )
+    return [str(r[0]) for r in cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class Version:
+    """One kept version of the serving tables."""
+
+    run_id: str
+    model_version: str
+    version: str
+    n_users: int
+    n_rows: int
+    published_at: str
+    live: bool
+
+
+def versions(store: ServingStore) -> list[Version]:
+    """The versions a rollback can return to, newest first (the live one flagged)."""
+    with store.connect() as conn, conn.cursor() as cur:
+        if not _exists(store, cur, "publications"):
+            return []
+        if "version" not in _columns(store, cur, "publications"):
+            return []
+        tables = set(_tables(store, cur))
+        cur.execute(
+            "select run_id, model_version, version, n_users, n_rows, published_at, seq "
+            "from publications where version is not null order by seq desc"
+        )
+        rows, seen, out = cur.fetchall(), set(), []
+        for i, (run, model, version, users, n, at, _) in enumerate(rows):
+            if version in seen or f"recommendations__v_{version}" not in tables:
+                continue
+            seen.add(version)
+            out.append(Version(str(run), str(model), str(version), int(users), int(n), str(at),
+                               i == 0))  # fmt: skip
+        return out
+
+
+def rollback(store: ServingStore, run_id: str | None, clock: Callable[[], datetime]) -> Publication:
+    """Serve again the version published by ``run_id`` (default: the one before the live one),
+    in one transaction; recorded in ``publications`` with status ``rollback``.
+
+    Raises:
+        LookupError: no such kept version.
+    """
+    kept = versions(store)
+    live = next((v for v in kept if v.live), None)
+    if run_id is None:
+        target = next((v for v in kept if not v.live), None)
+    else:
+        target = next((v for v in kept if v.run_id == run_id), None)
+    if target is None or (live is not None and target.version == live.version and run_id is None):
+        known = ", ".join(f"{v.run_id}{' (live)' if v.live else ''}" for v in kept) or "none"
+        wanted = f"run {run_id}" if run_id else "a previous version"
+        raise LookupError(f"{redact(store.url)}: no kept version of {wanted}; kept: {known}")
+    pub = Publication(target.run_id, target.model_version, target.n_users, target.n_rows,
+                      "", target.version)  # fmt: skip
+    with store.connect() as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"select checksum from publications where version = {store.param(1)} limit 1",
+                (target.version,),
+            )
+            (checksum,) = cur.fetchone()
+        pub = Publication(pub.run_id, pub.model_version, pub.n_users, pub.n_rows, str(checksum),
+                          pub.version)  # fmt: skip
+        started = clock()
+        with_lock_retries(lambda: _point_views(store, conn, pub, "rollback", started, clock))
+    return pub
+
+
+def grant_reader(store: ServingStore, role: str) -> None:
+    """Create (or update) a PostgreSQL role that may read the serving views and nothing else;
+    recorded in ``serving_readers``, so every later publish grants it again in its swap.
+
+    Raises:
+        ValueError: SQLite (no roles: give readers the file, opened read-only), or a role name
+            that is not a plain identifier.
+    """
+    if store.dialect != "postgresql":
+        raise ValueError(
+            "SQLite has no roles: readers open the file read-only (pipelines.stores.reader)"
+        )
+    if not _ROLE.match(role):
+        raise ValueError(f"role {role!r}: expected a lower-case identifier (a-z, 0-9, _)")
+    with store.connect() as conn:
+        with_lock_retries(lambda: _prepare(store, conn))
+        with conn.cursor() as cur:
+            cur.execute("select 1 from pg_roles where rolname = $1", (role,))
+            if not cur.fetchall():
+                cur.execute(f'create role "{role}" login')
+            cur.execute(f'alter role "{role}" nosuperuser nocreatedb nocreaterole')
+            cur.execute("select current_database(), current_schema()")
+            database, schema = cur.fetchone()
+            cur.execute(f'grant connect on database "{database}" to "{role}"')
+            cur.execute(f'grant usage on schema "{schema}" to "{role}"')
+            cur.execute(f'grant select on publications to "{role}"')
+            for name, kind in _kinds(store, cur).items():
+                if name in VIEWS and kind == "view":
+                    cur.execute(f'grant select on {name} to "{role}"')
+            cur.execute(
+                "insert into serving_readers values ($1) on conflict (role) do nothing", (role,)
+            )
+        conn.commit()
 
 
 def _ts(store: ServingStore, value: datetime) -> Any:
     return value.strftime(SQLITE_TS) if store.dialect == "sqlite" else value
 
 
-def _exists(store: ServingStore, cur: Any, table: str) -> bool:
+def _kinds(store: ServingStore, cur: Any) -> dict[str, str]:
+    """Table or view name -> 'table' | 'view', in the store's schema."""
     if store.dialect == "sqlite":
-        cur.execute(
-            "select count(*) from sqlite_master where type = 'table' and name = ?", (table,)
-        )
+        cur.execute("select name, type from sqlite_master where type in ('table', 'view')")
     else:
         cur.execute(
-            "select count(*) from pg_tables where tablename = $1 and schemaname = current_schema()",
+            "select table_name, case table_type when 'VIEW' then 'view' else 'table' end "
+            "from information_schema.tables where table_schema = current_schema()"
+        )
+    return {str(n): str(k) for n, k in cur.fetchall()}
+
+
+def _tables(store: ServingStore, cur: Any) -> list[str]:
+    return sorted(n for n, k in _kinds(store, cur).items() if k == "table")
+
+
+def _columns(store: ServingStore, cur: Any, table: str) -> set[str]:
+    if store.dialect == "sqlite":
+        cur.execute(f"select name from pragma_table_info('{table}')")
+    else:
+        cur.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = current_schema() and table_name = $1",
             (table,),
         )
-    row = cur.fetchone()
-    return bool(row and row[0])
+    return {str(r[0]) for r in cur.fetchall()}
 
 
-def read_recommendations(store: ServingStore, user_id: str) -> pa.Table:
-    """One user's list as an online system reads it: a key lookup ordered by rank.
-
-    An unknown user gets the global popular list (``source`` = popular), as a service would
-    fall back to.
-    """
-    with store.connect() as conn, conn.cursor() as cur:
-        if not _exists(store, cur, "recommendations"):
-            raise LookupError(
-                f"{redact(store.url)}: no recommendations table; run `recs run nightly`"
-            )
-        cur.execute(
-            "select rank, item_id, score, source, model_version, generated_at from "
-            f"recommendations where user_id = {store.param(1)} order by rank",
-            (user_id,),
-        )
-        table = cur.fetch_arrow_table()
-        if table.num_rows:
-            return table
-        cur.execute(
-            "select rank, item_id, score, 'popular' as source from popular_items "
-            "where segment = 'global' order by rank"
-        )
-        return cur.fetch_arrow_table()
+def _exists(store: ServingStore, cur: Any, table: str) -> bool:
+    return table in _kinds(store, cur)

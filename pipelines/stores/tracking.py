@@ -104,7 +104,11 @@ def load_version(tracking: Tracking, version: str) -> Champion:
 
 
 def _load(tracking: Tracking, version: str, run_id: str) -> Champion:
-    model = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/{version}")
+    # suppress_warnings: the check of logged requirements against the installed packages
+    # scans every installed distribution (a second per load here) only to warn.
+    model = mlflow.pyfunc.load_model(
+        f"models:/{tracking.model_name}/{version}", suppress_warnings=True
+    )
     python_model = model.unwrap_python_model()
     assert isinstance(python_model, RecommenderModel)
     return Champion(version, run_id, python_model.recommender)

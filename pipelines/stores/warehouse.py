@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from features.build import sql_literal
+from features.contracts import C
 
 LOCK_TIMEOUT_S = 120.0
 """How long an open waits for another process's lock before it gives up."""
@@ -276,6 +277,18 @@ def serving_plan(
     return {str(s): str(c) for s, c in rows} or None
 
 
+def blocklist(path: Path) -> pl.DataFrame:
+    """(user_id, item_id) pairs never to recommend, from the table ``blocklist`` an operator
+    fills (``recs serving block``); empty when there is none."""
+    empty = pl.DataFrame(schema={C.user_id: pl.String, C.item_id: pl.String})
+    with connect(path, read_only=True) as con:
+        if not table_exists(con, "blocklist"):
+            return empty
+        frame = pl.from_arrow(con.sql("select user_id, item_id from blocklist").to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.cast({C.user_id: pl.String, C.item_id: pl.String})
+
+
 def failed_batch_units(path: Path, batch_id: str) -> list[str]:
     """The raw partition files of the failed validation ``batch_id`` (its run id).
 
@@ -380,9 +393,26 @@ TABLE_COMMENTS = {
     "segment_choices": "One row per run x user segment: the candidate serving it and its P@K.",
     "publications": "One row per publish: run, model version, users, rows, checksum.",
     "recommendations": "The latest published lists: one row per user_id x rank (a view).",
+    "recommendations_history": "Every published version: one row per run_id x user_id x rank.",
+    "blocklist": "Pairs never recommended: one row per user_id x item_id, with reason, added_at.",
     "recommendations_with_items": "recommendations joined to item_features (a view).",
 }
 """The data dictionary, kept in the database itself (``COMMENT ON``)."""
+
+
+def append_history(con: duckdb.DuckDBPyConnection, scored: Path, published_at: datetime) -> None:
+    """Append a published version's lists to ``recommendations_history`` (one row per
+    run_id x user_id x rank, with ``published_at``); a run published again replaces its rows."""
+    source = f"read_parquet({sql_literal(str(scored.resolve()))})"
+    if not table_exists(con, "recommendations_history"):
+        con.execute(
+            "create table recommendations_history as "
+            f"select *, null::timestamptz as published_at from {source} limit 0"
+        )
+    con.execute(
+        f"delete from recommendations_history where run_id in (select run_id from {source})"
+    )
+    con.execute(f"insert into recommendations_history select *, ? from {source}", [published_at])
 
 
 def publish_views(con: duckdb.DuckDBPyConnection, scored: Path) -> None:

@@ -142,7 +142,12 @@ def _outcomes(result: gx.core.ExpectationSuiteValidationResult) -> list[Expectat
         outcomes.append(
             ExpectationOutcome(
                 expectation=config.type,
-                column=config.kwargs.get("column"),
+                column=config.kwargs.get("column")
+                or (
+                    f"{config.kwargs['column_A']} = {config.kwargs['column_B']}"
+                    if "column_A" in config.kwargs
+                    else None
+                ),
                 # A malformed expectation reports failure instead of raising: surface it.
                 success=bool(r.success) and not raised,
                 unexpected_count=r.result.get("unexpected_count"),

@@ -29,6 +29,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, tiny_landing: Path) -> dict[st
         "RECS_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts"),
         "RECS_HOLDOUT_DAYS": "4",
         "RECS_NUM_THREADS": "1",  # the rerun test compares two trainings exactly
+        # tiny has 120 items: 10 keeps every list full (lists shorter than K where the catalog
+        # runs out are covered by the suite's and the stage's tests)
+        "RECS_SERVING_K": "10",
     }
 
 

@@ -167,8 +167,8 @@ def test_popular_items_from_the_feature_tables(con: duckdb.DuckDBPyConnection) -
     # US/18-24/ios, u2 DE/55+/web; u3 is not in the catalog (global and its activity band only);
     # u4 has no events. u1, u2 and u3 all have fewer than 10 events: activity band "low".
     assert got.rows() == [
-        ("activity_band:low", 1, "i1", 2.0),
-        ("activity_band:low", 2, "i2", 2.0),
+        ("activity_band:low", 1, "i1", 2 / 3),  # shares of the segment's 3 active users
+        ("activity_band:low", 2, "i2", 2 / 3),
         ("age_band:18-24", 1, "i1", 1.0),
         ("age_band:18-24", 2, "i2", 1.0),
         ("age_band:55+", 1, "i1", 1.0),
@@ -178,8 +178,8 @@ def test_popular_items_from_the_feature_tables(con: duckdb.DuckDBPyConnection) -
         ("device:ios", 1, "i1", 1.0),
         ("device:ios", 2, "i2", 1.0),
         ("device:web", 1, "i1", 1.0),
-        ("global", 1, "i1", 2.0),
-        ("global", 2, "i2", 2.0),
+        ("global", 1, "i1", 2 / 3),
+        ("global", 2, "i2", 2 / 3),
     ]
     recent = popular_items(data, PopularityParams(window_days=1), 2, available)
     # Only u3's view of i2 (hour 40) falls in the last day before as_of (hour 48).

@@ -53,3 +53,45 @@ def test_recommend_before_any_publish_says_what_to_run(
 ) -> None:
     assert main(["recommend", "u1"]) == 1
     assert "run `recs run nightly`" in capsys.readouterr().err
+
+
+def test_serving_versions_rollback_and_recommend(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.stores.serving import ServingStore, publish_recommendations
+    from tests.unit.test_serving import AT, POPULAR, recs_table
+
+    store = ServingStore(f"sqlite:///{(data_dir / 'serving.sqlite').resolve()}")
+    for version in ("1", "2"):
+        publish_recommendations(
+            store, recs_table(["a"], 3, version=version, run_id=f"run-{version}"), POPULAR,
+            run_id=f"run-{version}", model_version=version, clock=lambda: AT,
+        )  # fmt: skip
+    assert main(["serving", "versions"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("run-2") < out.index("run-1")
+    assert "(live)" in out.splitlines()[1]  # run-2, the newest, under the header
+    assert main(["serving", "rollback"]) == 0
+    assert "serving run run-1 again (model version 1" in capsys.readouterr().out
+    assert main(["recommend", "a", "--k", "2"]) == 0
+    assert "   2  i2" in capsys.readouterr().out
+    assert main(["recommend", "nobody", "--attribute", "gender=F"]) == 0
+    assert "f1" in capsys.readouterr().out
+    assert main(["serving", "rollback", "run-9"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recs serving rollback: LookupError:")
+    assert "kept: run-1 (live), run-2" in err
+    assert len(err.splitlines()) == 1
+    assert main(["serving", "grant-reader", "reader"]) == 1
+    assert "SQLite has no roles" in capsys.readouterr().err
+
+
+def test_serving_block_records_the_pair_the_score_stage_excludes(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.stores import warehouse
+
+    assert main(["serving", "block", "u1", "i9", "--reason", "complaint"]) == 0
+    assert "blocked i9 for u1" in capsys.readouterr().out
+    pairs = warehouse.blocklist(data_dir / "warehouse.duckdb")
+    assert pairs.rows() == [("u1", "i9")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipelines.suites.recommendations import validate_recommendations
+from pipelines.suites.recommendations import list_aggregates, validate_recommendations
 
 K = 3
 USERS = pl.Series(["a", "b"])
@@ -23,10 +23,11 @@ GOOD = [("a", 1, "i1", 0.9), ("a", 2, "i2", 0.8), ("a", 3, "i3", 0.7),
         ("b", 1, "i5", 0.9), ("b", 2, "i1", 0.5), ("b", 3, "i4", 0.1)]  # fmt: skip
 
 
-def _check(rows: list[tuple[str, int, str, float]]) -> list[str]:
-    return validate_recommendations(
-        _recs(rows), k=K, expected_users=USERS, seen=SEEN, available_items=AVAILABLE
+def _check(rows: list[tuple[str, int, str, float]], k: int = K) -> list[str]:
+    aggregates = list_aggregates(
+        _recs(rows), k=k, expected_users=USERS, excluded=SEEN, available_items=AVAILABLE
     )
+    return validate_recommendations(aggregates, n_users=USERS.len())
 
 
 def test_good_lists_pass() -> None:
@@ -36,13 +37,15 @@ def test_good_lists_pass() -> None:
 @pytest.mark.parametrize(
     ("change", "expectation"),
     [
-        (lambda r: [*r[:2], ("a", 3, "i1", 0.7), *r[3:]], "expect_compound_columns_to_be_unique"),
-        (lambda r: [*r[:2], ("a", 3, "i5", 0.7), *r[3:]], "on column 'already_seen'"),
-        (lambda r: r[:3], "expect_column_unique_value_count_to_be_between on column 'user_id'"),
-        (lambda r: [*r[:2], ("a", 3, "i9", 0.7), *r[3:]], "on column 'available_item'"),
-        (lambda r: [*r[:2], ("a", 3, "i3", float("nan")), *r[3:]], "on column 'score'"),
-        (lambda r: [*r[:2], ("a", 4, "i3", 0.7), *r[3:]], "on column 'rank'"),
-        (lambda r: r[:5], "expect_table_row_count_to_equal"),
+        (lambda r: [*r[:2], ("a", 3, "i1", 0.7), *r[3:]], "'n_items = n_rows'"),
+        (lambda r: [*r[:2], ("a", 3, "i5", 0.7), *r[3:]], "on column 'n_seen'"),
+        (lambda r: r[:3], "'n_rows = expected_rows'"),
+        (lambda r: [*r[:2], ("a", 3, "i9", 0.7), *r[3:]], "on column 'n_unavailable'"),
+        (lambda r: [*r[:2], ("a", 3, "i3", float("nan")), *r[3:]], "on column 'n_nonfinite'"),
+        (lambda r: [*r[:2], ("a", 4, "i3", 0.7), *r[3:]], "'max_rank = n_rows'"),
+        (lambda r: r[:5], "'n_rows = expected_rows'"),
+        (lambda r: [*r, ("z", 1, "i1", 0.5)], "on column 'expected_user'"),
+        (lambda r: [*r[:2], ("a", 2, "i3", 0.7), *r[3:]], "'n_ranks = n_rows'"),
     ],
     ids=[
         "duplicate item",
@@ -52,8 +55,19 @@ def test_good_lists_pass() -> None:
         "nan score",
         "rank beyond k",
         "short list",
+        "stranger",
+        "duplicate rank",
     ],
 )
 def test_bad_lists_are_blocked_naming_the_expectation(change: object, expectation: str) -> None:
     failures = _check(change(GOOD))  # type: ignore[operator]
     assert any(expectation in f for f in failures), failures
+
+
+def test_a_user_with_fewer_items_than_k_gets_a_shorter_list() -> None:
+    # a has seen i5, so only four items may be recommended to a: with k = 5, a's list is 4
+    # long and b's 5 long; a 5th row for a would repeat or show a seen item.
+    rows = [("a", r, f"i{r}", 1.0 / r) for r in range(1, 5)]
+    rows += [("b", r, f"i{r}", 1.0 / r) for r in range(1, 6)]
+    assert _check(rows, k=5) == []
+    assert any("'n_rows = expected_rows'" in f for f in _check(rows[:3] + rows[4:], k=5))

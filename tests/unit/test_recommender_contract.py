@@ -167,9 +167,9 @@ def test_popularity_ranks_by_distinct_users_ties_by_item_id() -> None:
     model = PopularityRecommender.fit(TrainingData(inter, pl.DataFrame(), items))
     recs = model.recommend(pl.DataFrame({"user_id": ["a"]}), 4)
     assert recs.select("rank", "item_id", "score").rows() == [
-        (1, "x", 2.0),
-        (2, "z", 2.0),
-        (3, "y", 1.0),
+        (1, "x", 2 / 3),  # shares of the 3 active users
+        (2, "z", 2 / 3),
+        (3, "y", 1 / 3),
         (4, "w", 0.0),
     ]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.scoring import top_k
+from models.scoring import KernelRules, select_top_k, top_k
 
 
 def _brute(
@@ -41,3 +41,81 @@ def test_too_few_candidates_pads_with_minus_one() -> None:
     assert idx.tolist() == [[1, -1, -1], [0, 1, -1]]
     assert scores[0, 0] == 2.0
     assert np.isneginf(scores[0, 1])
+
+
+def _brute_with_rules(
+    scores: np.ndarray,
+    k: int,
+    exclude: np.ndarray,
+    allowed: np.ndarray,
+    rules: KernelRules,
+) -> np.ndarray:
+    """Full sort by (-score, item) of every choosable item, then the greedy category cap."""
+    boosted = scores + (rules.boost if rules.boost is not None else 0.0)
+    out = np.full((scores.shape[0], k), -1, dtype=np.int64)
+    for u in range(scores.shape[0]):
+        order = sorted(
+            (j for j in range(scores.shape[1]) if allowed[j] and not exclude[u, j]),
+            key=lambda j: (-boosted[u, j], j),
+        )
+        counts: dict[int, int] = {}
+        taken = []
+        for j in order:
+            code = int(rules.category[j]) if rules.category is not None else -1
+            if code >= 0 and rules.max_per_category:
+                if counts.get(code, 0) >= rules.max_per_category:
+                    continue
+                counts[code] = counts.get(code, 0) + 1
+            taken.append(j)
+            if len(taken) == k:
+                break
+        out[u, : len(taken)] = taken
+    return out
+
+
+RULES = [
+    KernelRules(),
+    KernelRules(max_per_category=2),
+    KernelRules(boost=np.float32(0.5) * (np.arange(3000) % 17 == 0).astype(np.float32)),
+]
+
+
+@pytest.mark.parametrize("rules", RULES, ids=["none", "category-cap", "boost"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_catalog_matches_full_sort_with_ties_and_rules(
+    rules: KernelRules, threads: int
+) -> None:
+    # 3,000 items and k = 12: the kernel's slice bound prunes most of each row, which the
+    # small cases above never reach; scores rounded to create many ties (broken by item).
+    rng = np.random.default_rng(11)
+    users = np.round(rng.normal(size=(64, 4)), 1).astype(np.float32)
+    items = np.round(rng.normal(size=(3000, 4)), 1).astype(np.float32)
+    items[7] = items[8] = items[2999]
+    exclude = rng.random((64, 3000)) < 0.01
+    allowed = rng.random(3000) < 0.97
+    if rules.max_per_category:
+        rules = KernelRules(category=rng.integers(-1, 6, 3000).astype(np.int32), max_per_category=2)
+    idx, scores = top_k(
+        users, items, 12, exclude=sp.csr_matrix(exclude), allowed=allowed, rules=rules,
+        block=16, num_threads=threads,
+    )  # fmt: skip
+    expected = _brute_with_rules(users @ items.T, 12, exclude, allowed, rules)
+    np.testing.assert_array_equal(idx, expected)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_category_cap_stops_at_what_the_catalog_allows() -> None:
+    # Three items of category 0 and one of 1; at most one per category: two slots filled.
+    users = np.ones((1, 1), np.float32)
+    items = np.array([[4.0], [3.0], [2.0], [1.0]], np.float32)
+    rules = KernelRules(category=np.array([0, 0, 0, 1], np.int32), max_per_category=1)
+    idx, _ = top_k(users, items, 3, rules=rules)
+    assert idx.tolist() == [[0, 3, -1]]
+
+
+def test_select_does_not_modify_the_scores() -> None:
+    scores = np.array([[1.0, 2.0, 3.0]], np.float32)
+    idx, best = select_top_k(scores, 2, sp.csr_matrix(np.array([[0, 0, 1]])), None)
+    assert idx.tolist() == [[1, 0]]
+    assert best.tolist() == [[2.0, 1.0]]
+    assert scores.tolist() == [[1.0, 2.0, 3.0]]

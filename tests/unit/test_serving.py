@@ -10,7 +10,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipelines.stores.serving import ServingStore, publish_recommendations, read_recommendations
+from pipelines.stores.reader import ServingReader, ServingUnavailableError, get_recommendations
+from pipelines.stores.serving import ServingStore, publish_recommendations, rollback, versions
 
 AT = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 
@@ -36,7 +37,12 @@ def recs_table(users: list[str], k: int, *, version: str = "1", run_id: str = "r
 
 POPULAR = (
     pl.DataFrame(
-        {"segment": ["global"] * 2, "rank": [1, 2], "item_id": ["p1", "p2"], "score": [9.0, 8.0]}
+        {
+            "segment": ["global", "global", "gender:F"],
+            "rank": [1, 2, 1],
+            "item_id": ["p1", "p2", "f1"],
+            "score": [0.9, 0.8, 0.7],
+        }
     )
     .with_columns(pl.col("rank").cast(pl.Int32))
     .to_arrow()
@@ -83,10 +89,11 @@ def _all(store: ServingStore) -> pa.Table:
 
 def test_publish_then_read_by_user(store: ServingStore) -> None:
     _publish(store, recs_table(["a", "b"], 3), "1")
-    got = read_recommendations(store, "b")
-    assert got.column("item_id").to_pylist() == ["i1", "i2", "i3"]
-    assert got.column("rank").to_pylist() == [1, 2, 3]
-    assert got.column("source").to_pylist() == ["model"] * 3
+    got = get_recommendations(store.url, "b", k=10)
+    assert [r.item_id for r in got] == ["i1", "i2", "i3"]
+    assert [r.rank for r in got] == [1, 2, 3]
+    assert [r.source for r in got] == ["model"] * 3
+    assert [r.item_id for r in get_recommendations(store.url, "b", k=2)] == ["i1", "i2"]
 
 
 def test_similar_items_are_published_with_the_lists(store: ServingStore) -> None:
@@ -96,11 +103,17 @@ def test_similar_items_are_published_with_the_lists(store: ServingStore) -> None
         assert cur.fetchall() == [("i2",), ("i3",)]
 
 
-def test_unknown_user_reads_the_popular_list(store: ServingStore) -> None:
+def test_unknown_user_reads_the_popular_list_of_their_segment(store: ServingStore) -> None:
     _publish(store, recs_table(["a"], 2), "1")
-    got = read_recommendations(store, "nobody")
-    assert got.column("item_id").to_pylist() == ["p1", "p2"]
-    assert set(got.column("source").to_pylist()) == {"popular"}
+    got = get_recommendations(store.url, "nobody")
+    assert [(r.item_id, r.score, r.source) for r in got] == [
+        ("p1", 0.9, "popular"),
+        ("p2", 0.8, "popular"),
+    ]
+    by_segment = get_recommendations(store.url, "nobody", attributes={"gender": "F"})
+    assert [r.item_id for r in by_segment] == ["f1"]
+    unknown_segment = get_recommendations(store.url, "nobody", attributes={"gender": "X"})
+    assert [r.item_id for r in unknown_segment] == ["p1", "p2"]
 
 
 def test_republish_replaces_the_version_whole(store: ServingStore) -> None:
@@ -120,17 +133,30 @@ def test_failed_publish_leaves_the_previous_version_serving(store: ServingStore)
     with pytest.raises(Exception, match=r"(?i)unique|constraint|duplicate"):
         _publish(store, broken, "2")
     assert _all(store).column("model_version").to_pylist() == ["1", "1"]
+    assert len(_tables(store, "%\\_\\_v\\_%")) == 3  # version 1's three tables, no debris
+
+
+def _tables(store: ServingStore, like: str) -> list[str]:
     with store.connect() as conn, conn.cursor() as cur:
         if store.dialect == "sqlite":
-            cur.execute("select name from sqlite_master where name like '%staging%'")
+            cur.execute(
+                f"select name from sqlite_master where type = 'table' and name like '{like}' "
+                "escape '\\' order by 1"
+            )
         else:
-            cur.execute("select tablename from pg_tables where tablename like '%staging%'")
-        assert cur.fetchall() == []
+            cur.execute(
+                f"select tablename from pg_tables where tablename like '{like}' "
+                "and schemaname = current_schema() order by 1"
+            )
+        return [str(r[0]) for r in cur.fetchall()]
 
 
 def test_reading_before_any_publish_says_what_to_run(store: ServingStore) -> None:
-    with pytest.raises(LookupError, match="recs run nightly"):
-        read_recommendations(store, "a")
+    with pytest.raises(ServingUnavailableError, match="recs run nightly"):
+        get_recommendations(store.url, "a")
+    store.connect().__enter__().close()  # an empty store file / schema
+    with pytest.raises(ServingUnavailableError, match="recs run nightly"):
+        get_recommendations(store.url, "a")
 
 
 def test_sqlite_timestamps_are_read_by_its_date_functions(tmp_path: Path) -> None:
@@ -148,3 +174,120 @@ def test_sqlite_timestamps_are_read_by_its_date_functions(tmp_path: Path) -> Non
     assert rows[0][1] == pytest.approx(2461345.625)  # 2026-11-01 03:00 UTC
     assert rows[0][2] - rows[0][1] == pytest.approx(1.5)  # 36 hours later
     assert published == pytest.approx(2461345.625)
+
+
+def _everything(store: ServingStore) -> list[tuple[object, ...]]:
+    with store.connect() as conn, conn.cursor() as cur:
+        rows: list[tuple[object, ...]] = []
+        for table, key in (("recommendations", "1, 2"), ("popular_items", "1, 2"),
+                           ("similar_items", "1, 2")):  # fmt: skip
+            cur.execute(f"select * from {table} order by {key}")
+            rows += [(table, *r) for r in cur.fetchall()]
+        return rows
+
+
+def test_rollback_restores_the_previous_version_byte_for_byte(store: ServingStore) -> None:
+    _publish(store, recs_table(["a", "b"], 3, version="1"), "1")
+    first = _everything(store)
+    _publish(store, recs_table(["c"], 2, version="2"), "2")
+    assert _everything(store) != first
+    restored = rollback(store, None, clock=lambda: AT)
+    assert (restored.run_id, restored.model_version) == ("run-1", "1")
+    assert _everything(store) == first
+    assert [v.run_id for v in versions(store) if v.live] == ["run-1"]
+    # ... and forward again, by run id
+    rollback(store, "run-2", clock=lambda: AT)
+    assert {r[1] for r in _everything(store) if r[0] == "recommendations"} == {"c"}
+    with pytest.raises(LookupError, match="no kept version of run run-9"):
+        rollback(store, "run-9", clock=lambda: AT)
+
+
+def test_only_the_last_versions_are_kept(store: ServingStore) -> None:
+    for v in "1234":
+        publish_recommendations(
+            store, recs_table(["a"], 2, version=v), POPULAR, run_id=f"run-{v}",
+            model_version=v, clock=lambda: AT, keep=2,
+        )  # fmt: skip
+    assert [v.run_id for v in versions(store)] == ["run-4", "run-3"]
+    assert len(_tables(store, "recommendations\\_\\_v\\_%")) == 2
+
+
+def test_debris_of_a_killed_publish_is_dropped_by_the_next(store: ServingStore) -> None:
+    _publish(store, recs_table(["a"], 2, version="1"), "1")
+    with store.connect() as conn, conn.cursor() as cur:
+        # What a kill between the bulk load and the swap leaves, and an older layout's staging.
+        cur.execute("create table recommendations__v_0123456789ab (x integer)")
+        cur.execute("create table similar_items__staging_0123 (x integer)")
+        conn.commit()
+    _publish(store, recs_table(["a"], 2, version="2"), "2")
+    assert _tables(store, "%0123%") == []
+    assert len(_tables(store, "recommendations\\_\\_v\\_%")) == 2  # versions 1 and 2
+
+
+def test_a_store_from_before_versions_is_taken_over(store: ServingStore) -> None:
+    with store.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "create table recommendations (user_id text, rank integer, item_id text, "
+            "score double precision, source text, primary key (user_id, rank))"
+        )
+        cur.execute(
+            "create table publications (run_id text not null, model_version text not null, "
+            "n_users integer not null, n_rows integer not null, checksum text not null, "
+            "status text not null, started_at text not null, published_at text)"
+        )
+        conn.commit()
+    _publish(store, recs_table(["a"], 2, version="1"), "1")
+    assert [r[1] for r in _everything(store) if r[0] == "recommendations"] == ["a", "a"]
+
+
+def test_sqlite_reader_is_read_only(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = ServingStore(f"sqlite:///{tmp_path / 'serving.sqlite'}")
+    _publish(store, recs_table(["a"], 2), "1")
+    with ServingReader(store.url) as reader:
+        assert len(reader.get_recommendations("a")) == 2
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader._connection().execute("create table mine (x integer)")
+
+
+@pytest.mark.postgres
+def test_a_reader_role_reads_after_every_publish_and_cannot_write(pg_schema_url: str) -> None:
+    import uuid
+
+    import adbc_driver_postgresql.dbapi as postgresql
+
+    from pipelines.stores.serving import grant_reader
+
+    store = ServingStore(pg_schema_url)
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    grant_reader(store, role)  # before any publish: recorded, granted at each swap
+    try:
+        as_role = pg_schema_url.replace("://root@", f"://{role}@")
+        for v in "123":
+            _publish(store, recs_table(["a"], 2, version=v), v)
+            got = get_recommendations(as_role, "a")
+            assert [r.item_id for r in got] == ["i1", "i2"]
+        with postgresql.connect(as_role) as conn, conn.cursor() as cur:
+            cur.execute("select model_version from recommendations limit 1")
+            assert cur.fetchall() == [("3",)]
+            for statement in (
+                "delete from recommendations",
+                "insert into publications (run_id) values ('x')",
+                "create table mine (x integer)",
+            ):
+                with pytest.raises(Exception, match=r"(?i)permission denied|read-only"):
+                    cur.execute(statement)
+                conn.rollback()
+        grant_reader(store, role)  # again: an update, not an error
+    finally:
+        with postgresql.connect(pg_schema_url, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f'drop owned by "{role}"')
+            cur.execute(f'drop role "{role}"')
+
+
+def test_sqlite_has_no_roles(tmp_path: Path) -> None:
+    from pipelines.stores.serving import grant_reader
+
+    with pytest.raises(ValueError, match="SQLite has no roles"):
+        grant_reader(ServingStore(f"sqlite:///{tmp_path / 's.sqlite'}"), "reader")

@@ -4,6 +4,7 @@ score -> publish on the ``tiny`` preset, against real DuckDB, GX, LightFM, MLflo
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from pipelines.publish import publish
 from pipelines.score import ScoreReport, score
 from pipelines.sources.importers import import_movielens
 from pipelines.sources.readers import FileSource
-from pipelines.stores import Stores, lake, warehouse
+from pipelines.stores import Stores, lake, scored, warehouse
 from pipelines.stores.tracking import Tracking, log_training_run
 from pipelines.suites.events import ValidationThresholds
 from pipelines.train import TrainReport, train
@@ -162,19 +163,131 @@ def test_score_and_publish_with_the_champion(
     assert comments["publications"].startswith("One row per publish")
 
 
+def test_scored_lists_equal_a_brute_force_reference_under_business_rules(
+    world: World, features: FeaturesReport, trained: TrainReport
+) -> None:
+    """Every model-served list equals a full sort of the champion's scores (boosted new items,
+    ties by the model's item order) after removing seen, blocked, unavailable and excluded
+    items, with the category cap applied greedily; and the rules hold on every list."""
+    import numpy as np
+    import polars as pl
+
+    from models.rules import ListRules, item_rules
+    from pipelines.stores.tracking import load_champion
+
+    interactions, users, items = warehouse.read_tables(
+        world.stores.warehouse, "interactions", "user_features", "item_features"
+    )
+    categories = items["category"].unique().sort().to_list()
+    rules = ListRules(
+        excluded_categories=[categories[0]], max_per_category=2, new_item_days=2,
+        new_item_boost=0.25,
+    )  # fmt: skip
+    blocked_user, blocked_item = users["user_id"][0], items["item_id"][0]
+    with warehouse.connect(world.stores.warehouse) as con:
+        con.execute("drop table if exists blocklist")
+        con.execute(
+            "create table blocklist as select ? as user_id, ? as item_id",
+            [blocked_user, blocked_item],
+        )
+    try:
+        report = score(
+            world.stores, world.tracking, k=K, popularity=POPULARITY, ease=EASEParams(),
+            run_id="rules", as_of=features.as_of, rules=rules, plan_run_id="no-plan",
+            generated_at=AT, ttl=timedelta(hours=1), num_threads=2, chunk_users=64,
+        )  # fmt: skip
+    finally:
+        with warehouse.connect(world.stores.warehouse) as con:
+            con.execute("drop table blocklist")
+    lists = pl.read_parquet(report.path / "recommendations.parquet")
+    model = load_champion(world.tracking)
+    assert model is not None
+    recommender = model.recommender
+    assert isinstance(recommender, LightFMRecommender)
+    users = users.sort("user_id")
+    vectors, _ = recommender.user_vectors(users)
+    scores = vectors @ recommender.item_vectors().T
+    resolved = item_rules(items, rules, features.as_of)
+    aligned = resolved.aligned(recommender.item_ids)
+    assert aligned.boost is not None  # the rule is exercised
+    assert aligned.category is not None
+    scores = scores + aligned.boost
+    item_index = {item: j for j, item in enumerate(recommender.item_ids.to_list())}
+    allowed = items.filter(
+        pl.col("available") & (pl.col("category") != categories[0])
+    )["item_id"].to_list()
+    seen = set(interactions.select("user_id", "item_id").iter_rows()) | {
+        (blocked_user, blocked_item)
+    }
+    category = dict(zip(items["item_id"], items["category"], strict=True))
+    checked = 0
+    for u, (user,) in enumerate(users.select("user_id").iter_rows()):
+        mine = lists.filter(pl.col("user_id") == user).sort("rank")
+        assert mine.height == K
+        assert all(category[i] != categories[0] for i in mine["item_id"])
+        if set(mine["source"]) - {"model", "cold_start"}:
+            continue  # topped up from popularity: not the model's list alone
+        counts = pl.Series([category[i] for i in mine["item_id"]]).value_counts()
+        assert counts["count"].max() <= 2
+        ranked = sorted(
+            (j for i in allowed if (user, i) not in seen for j in [item_index[i]]),
+            key=lambda j: (-scores[u, j], j),
+        )
+        taken: list[str] = []
+        per_category: dict[str, int] = {}
+        for j in ranked:
+            item = recommender.item_ids[j]
+            if per_category.get(category[item], 0) == 2:
+                continue
+            per_category[category[item]] = per_category.get(category[item], 0) + 1
+            taken.append(item)
+            if len(taken) == K:
+                break
+        assert mine["item_id"].to_list() == taken, user
+        np.testing.assert_allclose(
+            mine["score"].to_numpy(), [scores[u, item_index[i]] for i in taken], rtol=1e-5
+        )
+        checked += 1
+    assert checked > users.height // 2
+    assert blocked_item not in lists.filter(pl.col("user_id") == blocked_user)["item_id"]
+
+
 def test_publish_refuses_lists_changed_after_validation(
-    world: World, features: FeaturesReport, tmp_path: Path
+    world: World, features: FeaturesReport
 ) -> None:
     report = _score(world, features.as_of, "to-tamper")
-    table = pq.read_table(report.path)
-    tampered = tmp_path / "run_id=x" / "recommendations.parquet"
-    tampered.parent.mkdir()
-    pq.write_table(table.slice(1), tampered)  # metadata kept, one row gone
+    lists = report.path / "recommendations.parquet"
+    table = pq.read_table(lists)
+    pq.write_table(table.slice(1), lists)  # one row gone after the suite passed
     with pytest.raises(ContractError, match="changed since scoring"):
-        publish(world.stores, recommendations=tampered, clock=lambda: AT)
-    pq.write_table(table.replace_schema_metadata(None), tampered)
-    with pytest.raises(ContractError, match="never validated"):
-        publish(world.stores, recommendations=tampered, clock=lambda: AT)
+        publish(world.stores, recommendations=report.path, clock=lambda: AT)
+
+
+def test_a_score_run_killed_between_its_outputs_is_never_published(
+    world: World, features: FeaturesReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill after the lists are renamed into place but before the manifest: the run's folder
+    holds a complete-looking file, and publishing it is refused; ``latest_scored`` never picks
+    it (whatever its files' times)."""
+    committed = _score(world, features.as_of, "committed")
+    real_replace = os.replace
+
+    def kill_at_manifest(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).name == "manifest.json":
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr("pipelines.stores.scored.os.replace", kill_at_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        _score(world, features.as_of, "killed")
+    monkeypatch.undo()
+    killed = scored.scored_dir(world.stores.lake, "killed")
+    assert (killed / "recommendations.parquet").exists()
+    with pytest.raises(ContractError, match="did not finish"):
+        publish(world.stores, recommendations=killed, clock=lambda: AT)
+    assert scored.latest_scored(world.stores.lake) != killed
+    assert (committed.path / "manifest.json").exists()
+    assert not list(killed.glob(".*.tmp"))
 
 
 @pytest.mark.slow

@@ -1,0 +1,407 @@
+"""Serving at K=100 on the ``large`` shape: the score stage against the bare matrix product, the
+publish to both stores, and readers' latency during publishes. All measured in one run.
+
+The world is built directly at the shape of the ``large`` preset (53,424 users x 10,000 items,
+about 60 interactions per user, 64-dimensional LightFM embeddings registered as ``@champion`` in
+a scratch MLflow store), so the score stage reads real warehouse tables and a real registered
+model without the hour a full large nightly takes. Each case runs in its own child process, so
+its peak RSS (VmHWM, imports and inputs included) is its own; ``inputs`` is what the
+process held before the timed call. Nothing here asserts on time.
+
+    python -m bench.serving [--users 53424] [--items 10000] [--k 100] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
+DIM = 64
+PER_USER = 60
+
+
+def _rss_mb() -> float:
+    """Peak RSS of this process since it started (VmHWM: unlike ``ru_maxrss``, not inherited
+    from the parent that spawned it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_world(root: Path, n_users: int, n_items: int, k: int) -> None:
+    """Warehouse feature tables, a champion with random embeddings, and the arrays the kernel
+    cases read (user and item vectors, the seen matrix)."""
+    import numpy as np
+    import polars as pl
+    import scipy.sparse as sp
+
+    from features.matrices import ID_TOKEN
+    from models.base import TrainingData, exclusion_matrix
+    from models.baselines import PopularityParams, popular_items
+    from models.lightfm_model import LightFMRecommender
+    from models.params import LightFMParams
+    from pipelines.stores import warehouse
+    from pipelines.stores.tracking import log_training_run
+
+    rng = np.random.default_rng(7)
+    users = pl.DataFrame(
+        {
+            "user_id": [f"u{n:06d}" for n in range(n_users)],
+            "country": rng.choice(["US", "DE", "FR", "GB", "BR", "IN", "JP", "ES"], n_users),
+            "device": rng.choice(["ios", "android", "web"], n_users),
+        }
+    )
+    items = pl.DataFrame(
+        {
+            "item_id": [f"i{n:05d}" for n in range(n_items)],
+            "category": rng.choice([f"c{n:02d}" for n in range(20)], n_items),
+            "available": rng.random(n_items) < 0.95,
+            "first_seen": [AS_OF - timedelta(days=int(d)) for d in rng.integers(1, 90, n_items)],
+        }
+    )
+    # Zipf-like item choice; 90% of users have history (the rest are cold).
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    warm = int(n_users * 0.9)
+    u = np.repeat(np.arange(warm), PER_USER)
+    i = rng.choice(n_items, size=u.size, p=weights / weights.sum())
+    interactions = (
+        pl.DataFrame({"u": u, "i": i})
+        .unique()
+        .select(
+            user_id=pl.lit("u") + pl.col("u").cast(pl.String).str.zfill(6),
+            item_id=pl.lit("i") + pl.col("i").cast(pl.String).str.zfill(5),
+            n_events=pl.lit(1, pl.Int64),
+            weight=pl.lit(1.0),
+            positive=pl.lit(True),
+            last_ts=pl.lit(AS_OF - timedelta(days=3)).cast(pl.Datetime("us", "UTC")),
+        )
+    )
+    data = TrainingData(interactions, users, items, AS_OF)
+    available = items.filter(pl.col("available"))["item_id"]
+    popular = popular_items(data, PopularityParams(), k, available)
+    wh = root / "warehouse.duckdb"
+    with warehouse.connect(wh) as con:
+        for name, frame in (
+            ("interactions", interactions), ("user_features", users),
+            ("item_features", items), ("popular_items", popular),
+        ):  # fmt: skip
+            warehouse.replace(con, name, frame.to_arrow())
+        warehouse.append(
+            con,
+            "feature_runs",
+            pl.DataFrame({"as_of": [AS_OF], "features_schema": ["main"]}).to_arrow(),
+        )
+    vocabulary = pl.Series(
+        [ID_TOKEN + u for u in interactions["user_id"].unique().sort()]
+        + [f"country={c}" for c in ["US", "DE", "FR", "GB", "BR", "IN", "JP", "ES"]]
+        + [f"device={d}" for d in ["ios", "android", "web"]]
+    )
+    model = LightFMRecommender(
+        params=LightFMParams(no_components=DIM),
+        user_vocabulary=vocabulary,
+        user_feature_embeddings=rng.normal(size=(vocabulary.len(), DIM)).astype(np.float32),
+        item_ids=items["item_id"],
+        item_embeddings=rng.normal(size=(n_items, DIM)).astype(np.float32),
+        item_biases=rng.normal(size=n_items).astype(np.float32) * 0.1,
+    )
+    tracking = _tracking(root)
+    log_training_run(
+        tracking, model, run_name="bench", params={}, metrics={}, tags={}, promote=True
+    )
+    vectors, _ = model.user_vectors(users)
+    np.save(root / "users.npy", vectors)
+    np.save(root / "items.npy", model.item_vectors())
+    np.save(root / "available.npy", items["available"].to_numpy())
+    seen = exclusion_matrix(interactions, users["user_id"], items["item_id"])
+    assert seen is not None
+    sp.save_npz(root / "seen.npz", seen)
+
+
+def _tracking(root: Path) -> Any:
+    from pipelines.stores.tracking import Tracking
+
+    return Tracking(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        artifacts_dir=root / "artifacts",
+        experiment_name="bench-serving",
+        model_name="bench-serving",
+    )
+
+
+def _arrays(root: Path) -> tuple[Any, Any, Any, Any]:
+    import numpy as np
+    import scipy.sparse as sp
+
+    return (
+        np.load(root / "users.npy"),
+        np.load(root / "items.npy"),
+        sp.csr_matrix(sp.load_npz(root / "seen.npz")),
+        np.load(root / "available.npy"),
+    )
+
+
+def case_bare_product(root: Path, k: int) -> Callable[[], object]:
+    users, items, _, _ = _arrays(root)
+    users_f, items_t = users.astype("float32"), items.astype("float32").T.copy()
+    return lambda: users_f @ items_t
+
+
+def case_kernel(root: Path, k: int) -> Callable[[], object]:
+    from models.scoring import top_k
+
+    users, items, seen, available = _arrays(root)
+    top_k(users[:64], items, k, exclude=seen[:64], allowed=available)  # compiled already
+    return lambda: top_k(users, items, k, exclude=seen, allowed=available, num_threads=2)
+
+
+def case_numpy_reference(root: Path, k: int) -> Callable[[], object]:
+    import numpy as np
+
+    users, items, seen, available = _arrays(root)
+
+    def full() -> object:
+        scores = users.astype(np.float32) @ items.astype(np.float32).T
+        scores[:, ~available] = -np.inf
+        rows = seen.tocoo()
+        scores[rows.row, rows.col] = -np.inf
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        return np.take_along_axis(part, order, axis=1)
+
+    return full
+
+
+SAMPLE = 2_000
+
+
+def case_lightfm_predict(root: Path, k: int) -> Callable[[], object]:
+    """``LightFM.predict`` on every item for a sample of users (scaled up in the table)."""
+    import numpy as np
+    import scipy.sparse as sp
+    from lightfm import LightFM
+
+    users, items, _, _ = _arrays(root)
+    n_users, n_items = users.shape[0], items.shape[0]
+    model = LightFM(no_components=DIM)
+    one = sp.coo_matrix((np.ones(1), (np.zeros(1, int), np.zeros(1, int))), (n_users, n_items))
+    model.fit_partial(one, epochs=1)
+    model.user_embeddings[:] = users[:, :DIM]
+    model.item_embeddings[:] = items[:, :DIM]
+    uids = np.repeat(np.arange(SAMPLE, dtype=np.int32), n_items)
+    iids = np.tile(np.arange(n_items, dtype=np.int32), SAMPLE)
+    return lambda: model.predict(uids, iids, num_threads=2)
+
+
+def case_score_stage(root: Path, k: int) -> Callable[[], object]:
+    from models.baselines import PopularityParams
+    from models.ease import EASEParams
+    from pipelines.score import score
+
+    stores = _stores(root, f"sqlite:///{root / 'serving.sqlite'}")
+
+    def run() -> object:
+        return score(
+            stores, _tracking(root), k=k, popularity=PopularityParams(), ease=EASEParams(),
+            run_id="bench", as_of=AS_OF, generated_at=AS_OF, ttl=timedelta(hours=36),
+            num_threads=2,
+        ).seconds  # fmt: skip
+
+    return run
+
+
+def _stores(root: Path, serving_url: str) -> Any:
+    from pipelines.stores import Stores
+
+    return Stores(
+        landing=root / "landing",
+        lake=root / "lake",
+        warehouse=root / "warehouse.duckdb",
+        serving_url=serving_url,
+    )
+
+
+def _publish_store(root: Path, url: str) -> Callable[[], object]:
+    """The serving store's part of a publish: load a version, keys, swap (no warehouse)."""
+    from pipelines.stores import scored, warehouse
+    from pipelines.stores.serving import ServingStore, publish_recommendations
+
+    run = scored.read_scored(scored.scored_dir(root / "lake", "bench"))
+    (popular,) = warehouse.read_tables(root / "warehouse.duckdb", "popular_items")
+
+    def publish() -> object:
+        return publish_recommendations(
+            ServingStore(url), run.recommendations, popular.to_arrow(),
+            similar_items=run.similar_items, run_id="bench", model_version="1",
+            clock=lambda: datetime.now(UTC), checksum=run.checksum,
+        )  # fmt: skip
+
+    return publish
+
+
+CASES: dict[str, Callable[[Path, int], Callable[[], object]]] = {
+    "bare float32 matrix product (reference)": case_bare_product,
+    "top-K kernel alone (2 threads)": case_kernel,
+    "NumPy full product + argpartition": case_numpy_reference,
+    f"LightFM predict, {SAMPLE:,} users (extrapolated)": case_lightfm_predict,
+    "score stage (read, vectors, kernel, fill, suite, write)": case_score_stage,
+}
+
+
+def _child(name: str, root: str, k: int, url: str, queue: Any) -> None:
+    base = Path(root)
+    action = _publish_store(base, url) if name.startswith("publish") else CASES[name](base, k)
+    inputs = _rss_mb()
+    start = time.perf_counter()
+    detail = action()
+    queue.put((time.perf_counter() - start, _rss_mb(), inputs, detail))
+
+
+def measure(name: str, root: Path, k: int, url: str = "") -> tuple[float, float, float, Any]:
+    """(seconds, peak RSS MB, RSS MB before the timed call, what the case returned)."""
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(name, str(root), k, url, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    seconds, peak, inputs, detail = result
+    if not isinstance(detail, dict):
+        detail = None
+    return seconds, peak, inputs, detail
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=53_424)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--postgres", default="postgresql://root@127.0.0.1:5432/test")
+    parser.add_argument("--publishes", type=int, default=3, help="publishes under readers")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="recs-bench-serving-"))
+    try:
+        start = time.perf_counter()
+        # In a child too: this process stays small, so the readers it spawns start small.
+        builder = mp.get_context("spawn").Process(
+            target=build_world, args=(root, args.users, args.items, args.k)
+        )
+        builder.start()
+        builder.join()
+        print(f"world: {args.users:,} users x {args.items:,} items, K={args.k} "
+              f"({time.perf_counter() - start:.0f} s to build)\n")  # fmt: skip
+        _score_table(root, args.k, args.users)
+        _publish_table(root, args.k, args.postgres, args.publishes)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _score_table(root: Path, k: int, n_users: int) -> None:
+    results = {name: measure(name, root, k) for name in CASES}
+    bare = results["bare float32 matrix product (reference)"][0]
+    print("| case | seconds | x bare product | peak RSS MB | inputs MB |")
+    print("|---|---:|---:|---:|---:|")
+    stage_detail = None
+    for name, (seconds, peak, inputs, detail) in results.items():
+        if name.startswith("LightFM"):
+            seconds *= n_users / SAMPLE
+        if name.startswith("score stage"):
+            stage_detail = detail
+        print(f"| {name} | {seconds:.2f} | {seconds / bare:.2f} | {peak:,.0f} | {inputs:,.0f} |")
+    if stage_detail:
+        parts = ", ".join(f"{part} {s:.2f} s" for part, s in stage_detail.items())
+        print(f"\nscore stage parts: {parts}")
+    lightfm = results[f"LightFM predict, {SAMPLE:,} users (extrapolated)"][0] * n_users / SAMPLE
+    stage = results["score stage (read, vectors, kernel, fill, suite, write)"][0]
+    print(f"score stage vs LightFM predict: {lightfm / stage:.1f}x faster\n")
+
+
+def _publish_table(root: Path, k: int, postgres: str, publishes: int) -> None:
+    import numpy as np
+
+    from pipelines.stores.scored import read_manifest, scored_dir
+
+    manifest = read_manifest(scored_dir(root / "lake", "bench"))
+    rows = manifest["recommendations"]
+    users = [f"u{n:06d}" for n in range(int(manifest["n_users"]))]  # type: ignore[call-overload]
+    stores = {"SQLite": f"sqlite:///{root / 'serving.sqlite'}", "PostgreSQL": postgres}
+    print(f"| publish {rows['rows']:,} rows (serving store part) | seconds | peak RSS MB |")  # type: ignore[index]
+    print("|---|---:|---:|")
+    for label, url in stores.items():
+        if label == "PostgreSQL":
+            url = _fresh_schema(url)
+        seconds, peak, _, _ = measure(f"publish {label}", root, k, url)
+        print(f"| {label} | {seconds:.1f} | {peak:,.0f} |")
+        stores[label] = url
+    print()
+    print("| readers during publishes | reads | errors | empty | mixed | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, url in stores.items():
+        for kind, latencies, counts in _readers_during(root, url, publishes, k, users):
+            lat = np.array(latencies) * 1000
+            print(
+                f"| {label}, {kind} | {counts['reads']:,} | {counts['errors']} | "
+                f"{counts['empty']} | {counts['mixed']} | {np.percentile(lat, 50):.2f} | "
+                f"{np.percentile(lat, 99):.2f} |"
+            )
+
+
+def _fresh_schema(url: str) -> str:
+    import uuid
+
+    import adbc_driver_postgresql.dbapi as postgresql
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with postgresql.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"create schema {schema}")
+    return f"{url}?options=-csearch_path%3D{schema}"
+
+
+def _readers_during(
+    root: Path, url: str, publishes: int, k: int, users: list[str]
+) -> list[tuple[str, list[float], Any]]:
+    """Two persistent and two per-read reader processes while ``publishes`` publishes run."""
+    import json
+
+    from bench.readers import read_until_stopped
+
+    stop = root / f"stop-{abs(hash(url))}"
+    outs = [root / f"reader-{abs(hash(url))}-{i}.json" for i in range(4)]
+    context = mp.get_context("spawn")
+    procs = [
+        context.Process(target=read_until_stopped, args=(url, i >= 2, str(stop), str(o), users, k))
+        for i, o in enumerate(outs)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(3)
+    for _ in range(publishes):
+        _publish_store(root, url)()
+    stop.touch()
+    for p in procs:
+        p.join(120)
+    out = []
+    for kind, files in (("persistent", outs[:2]), ("connect per read", outs[2:])):
+        counts: dict[str, int] = {"reads": 0, "errors": 0, "empty": 0, "mixed": 0}
+        latencies: list[float] = []
+        for f in files:
+            data = json.loads(f.read_text())
+            latencies += data.pop("latencies")
+            for key in counts:
+                counts[key] += int(data[key])
+        out.append((kind, latencies, counts))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Reading the serving store the way an online service does: one key lookup per request.
+
+:class:`ServingReader` keeps one connection and never writes: SQLite is opened read-only (a
+``mode=ro`` URI) with a busy timeout, PostgreSQL in read-only transactions, so a reader can never
+block a publish or be blocked by one (readers see the version that was live when their query
+began). It depends on nothing of the engine but this module, so online code can import it alone.
+
+An unknown user gets the popular list of their segment when the caller knows one of their
+attributes (``{"gender": "F"}`` -> segment ``gender:F``), else the global one; its scores are the
+same share-of-active-users scale as the ``popular`` rows of known users' lists.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from pipelines.stores.serving import SQLITE_BUSY_TIMEOUT_MS, ServingStore
+from pipelines.stores.urls import redact
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One row of a user's list."""
+
+    rank: int
+    item_id: str
+    score: float
+    source: str
+
+
+class ServingUnavailableError(LookupError):
+    """Nothing published yet, or the store cannot be read; the message says which, in one line."""
+
+
+class ServingReader:
+    """A long-lived read-only connection to the serving store (``with ServingReader(url) as r``)."""
+
+    def __init__(self, url: str) -> None:
+        self.store = ServingStore(url)
+        self._conn: Any = None
+
+    def __enter__(self) -> ServingReader:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            if self.store.dialect == "sqlite":
+                path = self.store.sqlite_path
+                if not path.exists():
+                    raise ServingUnavailableError(
+                        f"{redact(self.store.url)}: no serving store; run `recs run nightly`"
+                    )
+                self._conn = sqlite3.connect(
+                    f"file:{path}?mode=ro",
+                    uri=True,
+                    timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                    check_same_thread=False,
+                )
+            else:
+                import adbc_driver_postgresql.dbapi as postgresql
+
+                self._conn = postgresql.connect(self.store.url, autocommit=True)
+                with self._conn.cursor() as cur:
+                    cur.execute("set default_transaction_read_only = on")
+        return self._conn
+
+    def _rows(self, template: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        """Run ``template`` with ``{1}``, ``{2}``... as this dialect's placeholders."""
+        sql = template.format("", *(self.store.param(n) for n in range(1, len(args) + 1)))
+        conn = self._connection()
+        if self.store.dialect == "sqlite":
+            try:
+                return conn.execute(sql, args).fetchall()  # type: ignore[no-any-return]
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    raise ServingUnavailableError(
+                        f"{redact(self.store.url)}: nothing published yet; run `recs run nightly`"
+                    ) from exc
+                raise
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchall()  # type: ignore[no-any-return]
+        except Exception as exc:
+            if "does not exist" in str(exc):
+                self.close()
+                raise ServingUnavailableError(
+                    f"{redact(self.store.url)}: nothing published yet; run `recs run nightly`"
+                ) from exc
+            raise
+
+    def get_recommendations(
+        self, user_id: str, k: int = 10, attributes: Mapping[str, str] | None = None
+    ) -> list[Recommendation]:
+        """The user's top ``k`` (best first). Unknown users: the popular list of the first
+        attribute whose segment is published, else the global one (``source`` popular)."""
+        rows = self._rows(
+            "select rank, item_id, score, source from recommendations "
+            "where user_id = {1} and rank <= {2} order by rank",
+            (user_id, k),
+        )
+        if not rows:
+            segments = [f"{name}:{value}" for name, value in (attributes or {}).items()]
+            for segment in [*segments, "global"]:
+                rows = self._rows(
+                    "select rank, item_id, score, 'popular' from popular_items "
+                    "where segment = {1} and rank <= {2} order by rank",
+                    (segment, k),
+                )
+                if rows:
+                    break
+        return [Recommendation(int(r), str(i), float(s), str(src)) for r, i, s, src in rows]
+
+
+def get_recommendations(
+    url: str, user_id: str, k: int = 10, attributes: Mapping[str, str] | None = None
+) -> list[Recommendation]:
+    """One lookup on a fresh connection (a service keeps a :class:`ServingReader` instead)."""
+    with ServingReader(url) as reader:
+        return reader.get_recommendations(user_id, k, attributes)
