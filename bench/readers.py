@@ -19,17 +19,21 @@ def read_until_stopped(
     users: list[str],
     k: int,
     versioned_items: bool = False,
+    pace: float = 0.0,
 ) -> None:
     """Look random ``users`` up (``k`` items) until the file ``stop`` exists, then write the
     counts and latencies to ``out``: reads, errors, empty and short lists, and (when item ids
     carry their version, ``v<version>-...``) lists mixing two versions. ``per_read`` opens a
-    connection for every read, as a careless service would; otherwise one is kept."""
+    connection for every read, as a careless service would; otherwise one is kept. ``pace``
+    seconds pass between reads (0: as fast as it can)."""
     counts: dict[str, int] = {"reads": 0, "errors": 0, "empty": 0, "short": 0, "mixed": 0}
     first_error = ""
     rng = random.Random(out)
     reader: ServingReader | None = None
     latencies: list[float] = []
     while not Path(stop).exists():
+        if pace:
+            time.sleep(pace)
         user = rng.choice(users)
         start = time.perf_counter()
         try:

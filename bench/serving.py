@@ -6,7 +6,10 @@ about 60 interactions per user, 64-dimensional LightFM embeddings registered as 
 a scratch MLflow store), so the score stage reads real warehouse tables and a real registered
 model without the hour a full large nightly takes. Each case runs in its own child process, so
 its peak RSS (VmHWM, imports and inputs included) is its own; ``inputs`` is what the
-process held before the timed call. Nothing here asserts on time.
+process held before the timed calls. Each case runs twice and the faster run is reported (the
+first also pays page faults of fresh buffers and cold caches). Readers during publishes: two
+processes keep a connection, two connect per read, all four reading as fast as they can on
+the same two cores as the publishes. Nothing here asserts on time.
 
     python -m bench.serving [--users 53424] [--items 10000] [--k 100] [--postgres URL]
 """
@@ -14,12 +17,14 @@ process held before the timed call. Nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing as mp
 import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -151,9 +156,13 @@ def _arrays(root: Path) -> tuple[Any, Any, Any, Any]:
 
 
 def case_bare_product(root: Path, k: int) -> Callable[[], object]:
+    """The product alone, into a buffer allocated and touched beforehand (no page faults)."""
+    import numpy as np
+
     users, items, _, _ = _arrays(root)
-    users_f, items_t = users.astype("float32"), items.astype("float32").T.copy()
-    return lambda: users_f @ items_t
+    users_f, items_t = users.astype(np.float32), items.astype(np.float32).T.copy()
+    out = np.ones((users_f.shape[0], items_t.shape[1]), np.float32)
+    return lambda: np.matmul(users_f, items_t, out=out)
 
 
 def case_kernel(root: Path, k: int) -> Callable[[], object]:
@@ -183,6 +192,7 @@ def case_numpy_reference(root: Path, k: int) -> Callable[[], object]:
 
 
 SAMPLE = 2_000
+REPEAT = 2
 
 
 def case_lightfm_predict(root: Path, k: int) -> Callable[[], object]:
@@ -262,9 +272,14 @@ def _child(name: str, root: str, k: int, url: str, queue: Any) -> None:
     base = Path(root)
     action = _publish_store(base, url) if name.startswith("publish") else CASES[name](base, k)
     inputs = _rss_mb()
-    start = time.perf_counter()
-    detail = action()
-    queue.put((time.perf_counter() - start, _rss_mb(), inputs, detail))
+    best, detail = float("inf"), None
+    for _ in range(REPEAT):  # the best of REPEAT: the first also pays page faults and caches
+        start = time.perf_counter()
+        result = action()
+        best = min(best, time.perf_counter() - start)
+        detail = result if isinstance(result, dict) else None
+        del result  # never two results alive at once
+    queue.put((best, _rss_mb(), inputs, detail))
 
 
 def measure(name: str, root: Path, k: int, url: str = "") -> tuple[float, float, float, Any]:
@@ -327,8 +342,6 @@ def _score_table(root: Path, k: int, n_users: int) -> None:
 
 
 def _publish_table(root: Path, k: int, postgres: str, publishes: int) -> None:
-    import numpy as np
-
     from pipelines.stores.scored import read_manifest, scored_dir
 
     manifest = read_manifest(scored_dir(root / "lake", "bench"))
@@ -337,17 +350,26 @@ def _publish_table(root: Path, k: int, postgres: str, publishes: int) -> None:
     stores = {"SQLite": f"sqlite:///{root / 'serving.sqlite'}", "PostgreSQL": postgres}
     print(f"| publish {rows['rows']:,} rows (serving store part) | seconds | peak RSS MB |")  # type: ignore[index]
     print("|---|---:|---:|")
+    with _fresh_schema(postgres) as schema_url:
+        stores["PostgreSQL"] = schema_url
+        _publish_tables(root, k, stores, publishes, users)
+
+
+def _publish_tables(
+    root: Path, k: int, stores: dict[str, str], publishes: int, users: list[str]
+) -> None:
+    import numpy as np
+
     for label, url in stores.items():
-        if label == "PostgreSQL":
-            url = _fresh_schema(url)
         seconds, peak, _, _ = measure(f"publish {label}", root, k, url)
         print(f"| {label} | {seconds:.1f} | {peak:,.0f} |")
-        stores[label] = url
     print()
     print("| readers during publishes | reads | errors | empty | mixed | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for label, url in stores.items():
-        for kind, latencies, counts in _readers_during(root, url, publishes, k, users):
+    for (label, url), pace in itertools.product(stores.items(), (0.0, PACE_S)):
+        rate = f"a read every {pace * 1000:.0f} ms" if pace else "as fast as it can"
+        for kind, latencies, counts in _readers_during(root, url, publishes, k, users, pace):
+            kind = f"{kind}, {rate}"
             lat = np.array(latencies) * 1000
             print(
                 f"| {label}, {kind} | {counts['reads']:,} | {counts['errors']} | "
@@ -356,7 +378,9 @@ def _publish_table(root: Path, k: int, postgres: str, publishes: int) -> None:
             )
 
 
-def _fresh_schema(url: str) -> str:
+@contextmanager
+def _fresh_schema(url: str) -> Iterator[str]:
+    """A URL whose search_path is a new schema, dropped afterwards."""
     import uuid
 
     import adbc_driver_postgresql.dbapi as postgresql
@@ -364,22 +388,34 @@ def _fresh_schema(url: str) -> str:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with postgresql.connect(url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(f"create schema {schema}")
-    return f"{url}?options=-csearch_path%3D{schema}"
+    try:
+        yield f"{url}?options=-csearch_path%3D{schema}"
+    finally:
+        with postgresql.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f"drop schema {schema} cascade")
+
+
+PACE_S = 0.005
+"""The paced readers' pause between reads: a service answering requests, not a busy loop."""
 
 
 def _readers_during(
-    root: Path, url: str, publishes: int, k: int, users: list[str]
+    root: Path, url: str, publishes: int, k: int, users: list[str], pace: float
 ) -> list[tuple[str, list[float], Any]]:
     """Two persistent and two per-read reader processes while ``publishes`` publishes run."""
     import json
 
     from bench.readers import read_until_stopped
 
-    stop = root / f"stop-{abs(hash(url))}"
-    outs = [root / f"reader-{abs(hash(url))}-{i}.json" for i in range(4)]
+    tag = f"{abs(hash(url))}-{pace}"
+    stop = root / f"stop-{tag}"
+    outs = [root / f"reader-{tag}-{i}.json" for i in range(4)]
     context = mp.get_context("spawn")
     procs = [
-        context.Process(target=read_until_stopped, args=(url, i >= 2, str(stop), str(o), users, k))
+        context.Process(
+            target=read_until_stopped,
+            args=(url, i >= 2, str(stop), str(o), users, k, False, pace),
+        )
         for i, o in enumerate(outs)
     ]
     for p in procs:
