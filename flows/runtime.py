@@ -12,6 +12,8 @@ _ENV_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # The stages' own log lines (each epoch's validation metric, ...) in the flow run's logs.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "pipelines",
 }
 
 
@@ -48,9 +50,13 @@ class _OneLineFormatter(logging.Formatter):
 
 
 def configure_logging() -> None:
-    """GX logs every metric computation at INFO; the gate reports what matters itself. From the
-    CLI without ``--debug``, console log lines carry no tracebacks."""
+    """GX logs every metric computation at INFO; the gate reports what matters itself; the
+    stages' own INFO lines reach the flow run's logs. From the CLI without ``--debug``, console
+    log lines carry no tracebacks."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # The stages' progress lines (each epoch's validation metric): Prefect gives the logger its
+    # API handler (PREFECT_LOGGING_EXTRA_LOGGERS) but not a level, and the root's is WARNING.
+    logging.getLogger("pipelines").setLevel(logging.INFO)
     if _CONSOLE_TRACEBACKS["show"]:
         return
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):

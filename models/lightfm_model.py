@@ -197,11 +197,13 @@ def train_with_early_stopping(
     matrices: TrainingMatrices,
     params: LightFMParams,
     validate: Callable[[LightFMRecommender], float],
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> EarlyStopped:
     """Train epoch by epoch (``fit_partial``), scoring each epoch with ``validate`` (higher is
     better); stop after ``params.patience`` epochs without a better score or at
     ``params.epochs``, and return the best epoch's model. With one thread the result equals
-    :func:`train_lightfm` run for the returned number of epochs."""
+    :func:`train_lightfm` run for the returned number of epochs. ``on_epoch(epoch, value)`` is
+    told each epoch's score as it comes (a curve in MLflow, a line in the logs)."""
     model = _new(params)
     best: tuple[float, int, LightFMRecommender] | None = None
     curve: list[float] = []
@@ -212,6 +214,8 @@ def train_with_early_stopping(
         snapshot = _snapshot(model, matrices, params.model_copy(update={"epochs": epoch}))
         value = validate(snapshot)
         curve.append(value)
+        if on_epoch is not None:
+            on_epoch(epoch, value)
         bar.update()
         bar.set_postfix(validation=f"{value:.4f}", best=f"{max(curve):.4f}")
         if best is None or value > best[0]:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 
 from features.contracts import C
 from features.matrices import training_matrices
@@ -35,13 +37,23 @@ from models.evaluate import mean_metrics, per_user_metrics
 from models.lightfm_model import LightFMRecommender, train_with_early_stopping
 from models.params import LightFMParams
 from models.policy import SEGMENTS, GateParams, fill_to_k, promotion_decision, segment_choice
+from models.review import KS, CardFacts
+from pipelines.review import (
+    names,
+    record_model_run,
+    record_segment_choices,
+    review_lists,
+    write_review,
+)
 from pipelines.stores import Stores, warehouse
 from pipelines.stores.tracking import (
     Tracking,
     champion_version,
     find_training,
     load_champion,
+    log_step,
     log_training_run,
+    training_run,
 )
 
 MODEL, BASELINE, CHAMPION, EASE = "model", "baseline", "champion", "ease"
@@ -161,10 +173,16 @@ def train(
     serve: bool = True,
     features_schema: str = warehouse.LATEST,
     manifest: str | None = None,
+    run_url: str | None = None,
 ) -> TrainReport:
     """Evaluate, decide, refit and register (module docstring). With ``serve`` the refit
     becomes ``@champion``; a backfill of a past night passes False (its refit is registered,
     and used by its own scoring, but tonight's champion keeps the alias).
+
+    One MLflow run spans it all (tags: the flow run and its ``run_url``, the data window, the
+    input manifests); each epoch's validation metric is a step metric, and the run's
+    ``review/`` artifacts hold the plots and the model card (:mod:`pipelines.review`), which is
+    also the registered version's description. Every decision is a row in ``model_runs``.
 
     ``manifest`` (the feature tables' content, :func:`pipelines.features.content_manifest`)
     with the configuration and the timeline makes the run's input manifest (MLflow tag
@@ -184,6 +202,45 @@ def train(
     reused = _reuse(stores, tracking, inputs, serve) if inputs else None
     if reused is not None:
         return reused
+    tags = {
+        "flow_run_id": run_id,
+        "as_of": as_of.isoformat(),
+        "window_start": window_start.isoformat(),
+        "input_manifest": inputs or "none",
+        "features_manifest": manifest or "none",
+        "features_schema": features_schema,
+        **({"prefect_flow_run_url": run_url} if run_url else {}),
+    }
+    # The MLflow run spans the whole training: its duration is the training's.
+    with (
+        training_run(tracking, f"nightly-{as_of:%Y-%m-%d}", tags),
+        tempfile.TemporaryDirectory() as review_dir,
+    ):
+        return _evaluate_decide_refit(
+            stores, tracking, params=params, signal=signal, popularity=popularity, ease=ease,
+            gate=gate, k=k, run_id=run_id, as_of=as_of, window_start=window_start, serve=serve,
+            features_schema=features_schema, tags=tags, review_dir=Path(review_dir),
+        )  # fmt: skip
+
+
+def _evaluate_decide_refit(
+    stores: Stores,
+    tracking: Tracking,
+    *,
+    params: LightFMParams,
+    signal: SignalParams,
+    popularity: PopularityParams,
+    ease: EASEParams,
+    gate: GateParams,
+    k: int,
+    run_id: str,
+    as_of: datetime,
+    window_start: datetime,
+    serve: bool,
+    features_schema: str,
+    tags: dict[str, str],
+    review_dir: Path,
+) -> TrainReport:
     window = _window(stores, popularity, k, window_start, features_schema)
     if window.data.interactions.height == 0:
         raise ValueError(
@@ -200,6 +257,7 @@ def train(
             lambda m: mean_metrics(
                 per_user_metrics(_as_served(m, sample, k, threads), sample.holdout, k), k
             )[f"precision_at_{k}"],
+            on_epoch=lambda epoch, value: _epoch_done(epoch, value, k),
         )
         challenger, epochs, curve = stopped.model, stopped.epochs, stopped.curve
     else:
@@ -232,6 +290,7 @@ def train(
         others.append(EASE)
     champion = load_champion(tracking)
     champion_params = getattr(champion.recommender, "params", None) if champion else None
+    champion_model: LightFMRecommender | None = None
     if isinstance(champion_params, LightFMParams):
         if _same_config(champion_params, chosen):
             champion_model = challenger
@@ -264,13 +323,35 @@ def train(
     refit_params = (serving_params or chosen).model_copy(update={"patience": None})
     refit = LightFMRecommender.fit(full, refit_params)
     metrics = _metrics(per_user, k)
-    metrics.update({f"validation_precision_at_{k}_epoch_{i}": v for i, v in enumerate(curve, 1)})
+    long_popular = PopularityRecommender.fit(window.data, popularity).recommend(
+        window.users, max(KS), exclude=window.seen
+    )
+    models = {MODEL: challenger, CHAMPION: champion_model}
+    review = write_review(
+        review_dir,
+        lists=review_lists(models, long_popular, window.users, window.seen, threads),
+        holdout=window.holdout, window_users=window.users, data=window.data, curve=curve,
+        best_epoch=epochs, k=k, item_embeddings=(refit.item_ids, refit.item_embeddings),
+        facts=CardFacts(
+            name=tracking.model_name, as_of=as_of.isoformat(),
+            window_start=window_start.isoformat(),
+            volumes={"users": users.height, "items": items.height,
+                     "interactions": interactions.height, "window users": window.users.height,
+                     "window liked pairs": window.holdout.height},
+            features={"users": refit.user_attributes(), "items": names(matrices.item_vocabulary)},
+            params=refit_params.model_dump(), promoted=decision.promote,
+            reasons=decision.reasons, serving=serving,
+        ),
+    )  # fmt: skip
+    metrics.update(review.metrics)
     logged = log_training_run(
         tracking,
         refit,
         run_name=f"nightly-{as_of:%Y-%m-%d}",
         params={
             **{f"lightfm_{k_}": v for k_, v in refit_params.model_dump().items()},
+            # The params model whole: LightFMParams.model_validate_json rebuilds the model.
+            "lightfm_params": refit_params.model_dump_json(),
             **{f"signal_{k_}": v for k_, v in signal.model_dump().items()},
             **{f"gate_{k_}": v for k_, v in gate.model_dump().items()},
             **{f"ease_{k_}": v for k_, v in ease.model_dump().items()},
@@ -286,20 +367,38 @@ def train(
         },
         metrics=metrics,
         tags={
-            "flow_run_id": run_id,
+            **tags,
             "decision": decision.reason,
             "champion_version": champion.version if champion else "none",
-            "input_manifest": inputs or "none",
             "serves_model": str(serving_params is not None).lower(),
             **{f"serve_{s}": c for s, c in serving.items()},
         },
         promote=serve and serving_params is not None,
+        artifacts=review_dir,
+        description=review.card,
+        propose=serve,
     )
-    _record_choice(stores, run_id, logged.version, as_of, serving, won, metrics, k)
+    record_segment_choices(
+        stores.warehouse, run_id, logged.version, as_of, serving, won, metrics, k
+    )
+    record_model_run(
+        stores.warehouse, logged.run_id, logged.version, run_id, as_of, decision.promote,
+        decision.reason, serving, metrics, k, epochs,
+    )  # fmt: skip
     return TrainReport(
         logged.run_id, logged.version, logged.version if serving_params else None,
         decision.promote, decision.reason, serving, epochs, metrics,
     )  # fmt: skip
+
+
+logger = logging.getLogger(__name__)
+
+
+def _epoch_done(epoch: int, value: float, k: int) -> None:
+    """An epoch's validation metric: a point of the MLflow curve and a line in the run's logs
+    (Prefect shows ``pipelines`` loggers)."""
+    log_step(f"validation_precision_at_{k}", value, epoch)
+    logger.info("epoch %d: validation precision@%d %.4f", epoch, k, value)
 
 
 def _input_manifest(manifest: str | None, **config: object) -> str | None:
@@ -334,39 +433,3 @@ def _reuse(stores: Stores, tracking: Tracking, inputs: str, serve: bool) -> Trai
         past.run_id, past.version, past.version if serves else None, False, decision, plan,
         int(past.params.get("epochs_chosen", "0")), past.metrics,
     )  # fmt: skip
-
-
-def _record_choice(
-    stores: Stores,
-    run_id: str,
-    version: str,
-    as_of: datetime,
-    serving: dict[str, str],
-    won: dict[str, str],
-    metrics: dict[str, float],
-    k: int,
-) -> None:
-    """One row per segment in the warehouse ``segment_choices``: what serves it (``model`` is
-    the serving model), and its precision@k on the segment's window users."""
-    names = list(serving)
-    winners = [serving[s] for s in names]
-    ts = pa.timestamp("us", tz="UTC")
-    with warehouse.connect(stores.warehouse) as con:
-        warehouse.append(
-            con,
-            "segment_choices",
-            pa.table(
-                {
-                    "run_id": [run_id] * len(names),
-                    "model_version": [version] * len(names),
-                    "as_of": pa.array([as_of] * len(names), ts),
-                    "segment": names,
-                    "candidate": winners,
-                    f"precision_at_{k}": [
-                        metrics.get(f"{won[s].replace(':', '_')}_{s}_precision_at_{k}", 0.0)
-                        for s in names
-                    ],
-                    "n_users": [metrics.get(f"{BASELINE}_{s}_n_users", 0.0) for s in names],
-                }
-            ),
-        )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ ENTRY = Path(models.pyfunc_entry.__file__)
 """The models-from-code file MLflow logs and runs on load."""
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
+"""The newest registered version, promoted or not: what the last training proposed."""
 PREVIOUS = "previous-champion"
 """The version ``champion`` pointed at before its last move: what a rollback returns to."""
 
@@ -123,6 +127,26 @@ class LoggedModel:
     promoted: bool
 
 
+@contextmanager
+def training_run(tracking: Tracking, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+    """An MLflow run that spans a whole training (its duration is the training's): yields its
+    id; ended FINISHED on exit, FAILED if the body raises (a kill leaves it RUNNING, which
+    :func:`finish_abandoned_runs` marks FAILED at the next training)."""
+    experiment_id = tracking.activate()
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    try:
+        yield run.info.run_id
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def log_step(key: str, value: float, step: int) -> None:
+    """One point of a curve in the active run (the UI draws metrics logged with steps)."""
+    mlflow.log_metric(key, value, step=step)
+
+
 def log_training_run(
     tracking: Tracking,
     recommender: Recommender,
@@ -132,11 +156,25 @@ def log_training_run(
     metrics: dict[str, float],
     tags: dict[str, str],
     promote: bool,
+    artifacts: Path | None = None,
+    description: str | None = None,
+    propose: bool = True,
 ) -> LoggedModel:
-    """Log params, metrics and the pyfunc model; register it; alias it ``champion`` if
-    ``promote``. The promotion decision is recorded as tags on the run and the version."""
+    """Log params, metrics, ``artifacts`` (a folder: plots, the model card) and the pyfunc
+    model; register it as a new version with ``description``, alias it ``challenger`` if
+    ``propose`` (tonight's proposal: a backfill's version is not), and ``champion`` if
+    ``promote`` (the one it replaces becomes ``previous-champion``). The
+    decision is recorded as tags on the run and the version. Logs into the active run (see
+    :func:`training_run`) when there is one, else into a run of its own."""
     experiment_id = tracking.activate()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    active = mlflow.active_run()
+    with (
+        nullcontext(active)
+        if active is not None
+        else mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+    ) as run:
+        if artifacts is not None:
+            mlflow.log_artifacts(str(artifacts), "review")
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.set_tags({**tags, "promoted": str(promote).lower()})
@@ -157,6 +195,10 @@ def log_training_run(
     client = MlflowClient()
     for key, value in {**tags, "promoted": str(promote).lower()}.items():
         client.set_model_version_tag(tracking.model_name, version, key, value)
+    if description:
+        client.update_model_version(tracking.model_name, version, description=description)
+    if propose:
+        client.set_registered_model_alias(tracking.model_name, CHALLENGER, version)
     if promote:
         _move_champion(client, tracking.model_name, version)
     return LoggedModel(run.info.run_id, version, promote)

@@ -54,15 +54,15 @@ def test_retrain_then_rollback_serves_the_previous_champion(env: Path) -> None:
 
     first: dict[str, Any] = nightly_flow(as_of=AS_OF)
     v1 = first["train"].model_version
-    assert _aliases(env) == {"champion": v1}
+    assert _aliases(env) == {"challenger": v1, "champion": v1}
     retrained = retrain_flow(as_of=AS_OF)
     v2 = retrained["train"].model_version
     assert v2 != v1
-    assert _aliases(env) == {"champion": v2, "previous-champion": v1}
+    assert _aliases(env) == {"challenger": v2, "champion": v2, "previous-champion": v1}
     assert _served_version(env) == {v1}  # retrain-only publishes nothing
     back = rollback_flow(as_of=AS_OF)
     assert (back["rollback"].version, back["rollback"].rolled_back) == (v1, v2)
-    assert _aliases(env) == {"champion": v1}
+    assert _aliases(env) == {"challenger": v2, "champion": v1}
     assert back["publish"].model_version == v1
     assert _served_version(env) == {v1}
     client = MlflowClient(tracking_uri=f"sqlite:///{env / 'mlflow.db'}")
@@ -87,7 +87,9 @@ def test_backfill_writes_its_own_feature_schemas_and_serves_nothing(env: Path) -
     ]  # fmt: skip
     assert all(n["rows"] > 0 and Path(n["path"]).exists() for n in nights)
     assert (env / "serving.sqlite").read_bytes() == served
-    assert _aliases(env) == {"champion": tonight["train"].model_version}
+    # a backfill's versions are neither tonight's proposal nor its champion
+    version = tonight["train"].model_version
+    assert _aliases(env) == {"challenger": version, "champion": version}
     warehouse.require_features_for(env / "warehouse.duckdb", AS_OF)  # latest tables untouched
     con = duckdb.connect(str(env / "warehouse.duckdb"), read_only=True)
     schemas = sorted(

@@ -73,3 +73,18 @@ def test_a_killed_runs_debris_is_finalised_and_the_champion_kept(tracking: Track
     versions = client.search_model_versions("name = 'recs'")
     assert [str(v.version) for v in versions] == [champion]
     assert finish_abandoned_runs(tracking, by_run="again") == type(debris)([], [])
+
+
+def test_aliases_follow_each_version_and_each_promotion(tracking: Tracking) -> None:
+    from mlflow.tracking import MlflowClient
+
+    def aliases() -> dict[str, str]:
+        model = MlflowClient().get_registered_model("recs")
+        return {alias: str(version) for alias, version in model.aliases.items()}
+
+    first = _log(tracking, promote=True)
+    assert aliases() == {"challenger": first, "champion": first}
+    second = _log(tracking, promote=True)
+    assert aliases() == {"challenger": second, "champion": second, "previous-champion": first}
+    third = _log(tracking, promote=False)  # proposed, not promoted: the champion stays
+    assert aliases() == {"challenger": third, "champion": second, "previous-champion": first}

@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -80,11 +82,11 @@ def _score(world: World, as_of: datetime, run_id: str) -> ScoreReport:
     )  # fmt: skip
 
 
-def _train(world: World, as_of: datetime) -> TrainReport:
+def _train(world: World, as_of: datetime, manifest: str | None = None) -> TrainReport:
     return train(
         world.stores, world.tracking, params=PARAMS, signal=SIGNAL, popularity=POPULARITY,
         ease=EASEParams(), gate=GateParams(), k=K, run_id="t", as_of=as_of,
-        window_start=as_of - timedelta(days=HOLDOUT_DAYS),
+        window_start=as_of - timedelta(days=HOLDOUT_DAYS), manifest=manifest,
     )  # fmt: skip
 
 
@@ -110,7 +112,7 @@ def test_score_without_a_champion_serves_popularity_to_everyone(
 
 @pytest.fixture(scope="module")
 def trained(world: World, features: FeaturesReport) -> TrainReport:
-    return _train(world, features.as_of)
+    return _train(world, features.as_of, features.manifest)
 
 
 def test_train_registers_and_promotes_a_model_that_beats_popularity(
@@ -131,6 +133,62 @@ def test_train_registers_and_promotes_a_model_that_beats_popularity(
     assert int(run.data.params["epochs_chosen"]) == report.epochs <= PARAMS.epochs
     assert report.metrics["model_precision_at_5"] > report.metrics["baseline_precision_at_5"]
     assert report.promoted, report.decision
+
+
+def test_the_training_run_is_what_a_reviewer_needs(
+    world: World, features: FeaturesReport, trained: TrainReport
+) -> None:
+    """One MLflow run spans the training (the version is registered inside it); metrics at the
+    five k for model, popularity and champion configuration, per segment, beyond accuracy; a
+    curve over epochs; plots and a model card as artifacts and as the version's description;
+    the ``challenger`` alias; a ``model_runs`` row; and params that rebuild the model."""
+    from mlflow.tracking import MlflowClient
+
+    from models.review import KS
+    from pipelines.stores.tracking import load_version
+
+    client = MlflowClient()
+    run = client.get_run(trained.mlflow_run_id)
+    version = client.get_model_version(world.tracking.model_name, trained.model_version)
+    assert run.info.status == "FINISHED"
+    assert run.info.start_time <= version.creation_timestamp <= run.info.end_time
+    assert run.data.tags["as_of"] == features.as_of.isoformat()
+    assert run.data.tags["features_manifest"] == features.manifest
+    metrics = run.data.metrics
+    for k in KS:
+        for name in ("precision", "recall", "ndcg", "map", "hit", "coverage", "novelty"):
+            assert f"model_{name}_at_{k}" in metrics
+            assert f"baseline_{name}_at_{k}" in metrics
+    for segment in ("warm", "cold", "light", "heavy"):
+        assert f"model_{segment}_precision_at_10" in metrics
+    assert 0 < metrics["model_coverage_at_100"] <= 1
+    curve = client.get_metric_history(run.info.run_id, "validation_precision_at_5")
+    assert [m.step for m in curve] == list(range(1, len(curve) + 1))
+    assert len(curve) >= trained.epochs
+    files = [f.path for f in client.list_artifacts(run.info.run_id, "review")]
+    assert len([f for f in files if f.endswith(".png")]) >= 5
+    assert "review/model_card.md" in files
+    description = version.description or ""
+    assert description.startswith(f"# {world.tracking.model_name}, as of")
+    assert "## Known limits" in description
+    assert set(version.aliases) == {"challenger", "champion"}
+    copy = warehouse.read_copy_path(world.stores.warehouse)
+    with warehouse.connect(copy, read_only=True) as con:
+        rows = con.execute(
+            "select model_version, promoted, decision from model_runs where mlflow_run_id = ?",
+            [run.info.run_id],
+        ).fetchall()
+    assert rows == [(trained.model_version, trained.promoted, trained.decision)]
+    # The run's params rebuild the registered model: same data, one thread, same seed.
+    params = LightFMParams.model_validate_json(run.data.params["lightfm_params"])
+    interactions, users, items = warehouse.read_tables(
+        world.stores.warehouse, "interactions", "user_features", "item_features"
+    )
+    data = TrainingData(interactions.filter(pl.col("positive")), users, items, features.as_of)
+    rebuilt = LightFMRecommender.fit(data, params)
+    registered = load_version(world.tracking, trained.model_version).recommender
+    assert isinstance(registered, LightFMRecommender)
+    np.testing.assert_array_equal(rebuilt.item_embeddings, registered.item_embeddings)
 
 
 def test_score_and_publish_with_the_champion(
@@ -250,6 +308,38 @@ def test_scored_lists_equal_a_brute_force_reference_under_business_rules(
         checked += 1
     assert checked > users.height // 2
     assert blocked_item not in lists.filter(pl.col("user_id") == blocked_user)["item_id"]
+
+
+def test_the_pyfunc_by_alias_gives_the_lists_the_pipeline_scores(
+    world: World, features: FeaturesReport, trained: TrainReport
+) -> None:
+    """Any MLflow client loading ``models:/<name>@champion`` gets the lists the score stage
+    serves: for users without history (nothing seen to leave out), the pyfunc's list without
+    the unavailable items is the published one."""
+    import polars as pl
+
+    assert trained.promoted
+    report = score(
+        world.stores, world.tracking, k=K, popularity=POPULARITY, ease=EASEParams(),
+        run_id="pyfunc", as_of=features.as_of, plan_run_id="no-plan", generated_at=AT,
+        ttl=timedelta(hours=1), num_threads=1,
+    )  # fmt: skip
+    lists = pl.read_parquet(report.path / "recommendations.parquet")
+    interactions, users, items = warehouse.read_tables(
+        world.stores.warehouse, "interactions", "user_features", "item_features"
+    )
+    cold = users.join(interactions.select("user_id").unique(), on="user_id", how="anti")
+    served = lists.filter(pl.col("source") == "cold_start")
+    cold = cold.filter(pl.col("user_id").is_in(served["user_id"].unique().implode()))
+    assert cold.height > 0
+    unavailable = set(items.filter(~pl.col("available"))["item_id"])
+    model = mlflow.pyfunc.load_model(f"models:/{world.tracking.model_name}@champion")
+    columns = [c for c in cold.columns if users.schema[c] == pl.String]  # user_id first
+    out = model.predict(cold.select(columns).to_pandas(), params={"k": K + len(unavailable)})
+    for user, rows in out.groupby("user_id"):
+        mine = [i for i in rows.sort_values("rank")["item_id"] if i not in unavailable][:K]
+        published = served.filter(pl.col("user_id") == user).sort("rank")["item_id"].to_list()
+        assert mine == published, user
 
 
 def test_publish_refuses_lists_changed_after_validation(

@@ -1,0 +1,219 @@
+"""The review of a training for the MLflow run: the metrics a reviewer compares (at k = 5 ... 100,
+beyond accuracy, per segment; :mod:`models.review`), the plots (:mod:`models.plots`) and the model
+card, written to a folder the train stage logs as the run's ``review/`` artifacts; and the
+training's rows for analysts (``model_runs``, ``segment_choices``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from features.contracts import C
+from features.matrices import attribute_columns
+from models.base import Recommender, TrainingData
+from models.plots import (
+    embedding_projection,
+    learning_curve,
+    long_tail,
+    metric_at_k,
+    save,
+    score_distribution,
+    segment_bars,
+)
+from models.policy import fill_to_k
+from models.review import (
+    KS,
+    SEGMENT_NAMES,
+    CardFacts,
+    model_card,
+    review_metrics,
+    user_segments,
+)
+from pipelines.stores import warehouse
+
+CARD = "model_card.md"
+
+
+@dataclass(frozen=True)
+class Review:
+    """The review's metrics, its model card (markdown) and the files written."""
+
+    metrics: dict[str, float]
+    card: str
+    files: list[Path]
+
+
+def item_category(items: pl.DataFrame) -> pl.DataFrame | None:
+    """One row per item with the category the review colours and diversifies by: the
+    ``category`` column, else the first of the item's tags (a genre), else None."""
+    if "category" in items.columns:
+        return items.select(C.item_id, category=pl.col("category").cast(pl.String))
+    _, lists = attribute_columns(items, C.item_id)
+    if lists:
+        return items.select(C.item_id, category=pl.col(lists[0]).list.first())
+    return None
+
+
+def write_review(
+    directory: Path,
+    *,
+    lists: dict[str, pl.DataFrame],
+    holdout: pl.DataFrame,
+    window_users: pl.DataFrame,
+    data: TrainingData,
+    curve: list[float],
+    best_epoch: int,
+    k: int,
+    item_embeddings: tuple[pl.Series, np.ndarray],
+    facts: CardFacts,
+) -> Review:
+    """Metrics, plots and the model card of one training into ``directory``.
+
+    Args:
+        lists: candidate -> its lists (``model``, ``baseline``, ``champion``), 100 long, for
+            the same window users.
+        holdout: the window's truth; ``window_users``: its users with ``user_segment``.
+        data: what the candidates were fitted on (before the window).
+        curve: the validation metric per epoch; ``best_epoch`` the epoch kept.
+        k: the gate's cut-off (the per-segment bars and the long tail use it).
+        item_embeddings: (item ids, embeddings) of the registered version.
+        facts: what the model card says besides the metrics.
+    """
+    users = data.interactions.group_by(C.user_id).agg(n_train=pl.len())
+    segments = user_segments(window_users.select(C.user_id, "user_segment"), users)
+    touched = data.interactions.group_by(C.item_id).agg(n=pl.col(C.user_id).n_unique())
+    n_train_users = max(data.interactions[C.user_id].n_unique(), 1)
+    popularity = (
+        data.items.select(C.item_id)
+        .join(touched, on=C.item_id, how="left")
+        .select(C.item_id, share=pl.col("n").fill_null(0) / n_train_users)
+    )
+    new_items = popularity.filter(pl.col("share") == 0)[C.item_id]
+    category = item_category(data.items)
+    metrics = review_metrics(
+        lists, holdout, segments, new_items, popularity, data.items.height, KS, category
+    )
+    candidates = list(lists)
+    ids, embeddings = item_embeddings
+    labels = None
+    if category is not None:
+        by_id = dict(zip(category[C.item_id], category["category"], strict=True))
+        labels = [str(by_id.get(i)) for i in ids]
+    figures = {
+        "learning_curve": learning_curve(curve, best_epoch, f"precision@{k}"),
+        "precision_at_k": metric_at_k(metrics, candidates, "precision", KS),
+        "recall_at_k": metric_at_k(metrics, candidates, "recall", KS),
+        "segments": segment_bars(metrics, candidates, [*SEGMENT_NAMES], f"precision_at_{k}"),
+        "long_tail": long_tail(lists, popularity, k),
+        "item_embeddings": embedding_projection(embeddings, labels),
+        "scores": score_distribution({c: lists[c] for c in candidates if c != "baseline"}, k),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    files = save(figures, directory)
+    text = model_card(facts, metrics, candidates, KS)
+    (directory / CARD).write_text(text)
+    return Review(metrics, text, [*files, directory / CARD])
+
+
+def names(vocabulary: pl.Series) -> list[str]:
+    """The attribute names in a feature vocabulary (``name=value`` tokens; identities left out)."""
+    found = vocabulary.str.split_exact("=", 1).struct.field("field_0").unique().to_list()
+    return sorted(str(n) for n in found if n and n != "id")
+
+
+def review_lists(
+    models: Mapping[str, Recommender | None],
+    popular: pl.DataFrame,
+    users: pl.DataFrame,
+    seen: pl.DataFrame,
+    threads: int,
+) -> dict[str, pl.DataFrame]:
+    """``baseline`` (``popular``: the popular lists of ``users``, as long as the review's longest
+    cut-off) and each model's lists as they would be served (topped up from ``popular``)."""
+    k = max(KS)
+    lists = {"baseline": popular}
+    for name, model in models.items():
+        if model is not None:
+            described = users.filter(pl.Series(model.describes(users)))
+            recs = model.recommend(described, k, exclude=seen, num_threads=threads)
+            lists[name] = fill_to_k(recs, popular, k)
+    order = ("model", "baseline", "champion")
+    return {name: lists[name] for name in order if name in lists}
+
+
+def record_model_run(
+    warehouse_path: Path,
+    mlflow_run_id: str,
+    version: str,
+    run_id: str,
+    as_of: datetime,
+    promoted: bool,
+    decision: str,
+    serving: dict[str, str],
+    metrics: dict[str, float],
+    k: int,
+    epochs: int,
+) -> None:
+    """One row per training decision in the warehouse ``model_runs``, for analysts."""
+    text, number = pa.string(), pa.float64()
+    row = {
+        "run_id": pa.array([run_id], text),
+        "mlflow_run_id": pa.array([mlflow_run_id], text),
+        "model_version": pa.array([version], text),
+        "as_of": pa.array([as_of], pa.timestamp("us", tz="UTC")),
+        "promoted": pa.array([promoted], pa.bool_()),
+        "decision": pa.array([decision], text),
+        "serve_warm": pa.array([serving.get("warm")], text),
+        "serve_cold": pa.array([serving.get("cold")], text),
+        "epochs": pa.array([epochs], pa.int64()),
+        # typed: the first night has no champion, and a null column would fix the type
+        **{
+            f"{c}_precision_at_{k}": pa.array([metrics.get(f"{c}_precision_at_{k}")], number)
+            for c in ("model", "baseline", "champion")
+        },
+        "n_users": pa.array([metrics.get("model_n_users")], number),
+    }
+    with warehouse.connect(warehouse_path) as con:
+        warehouse.append(con, "model_runs", pa.table(row))
+
+
+def record_segment_choices(
+    warehouse_path: Path,
+    run_id: str,
+    version: str,
+    as_of: datetime,
+    serving: dict[str, str],
+    won: dict[str, str],
+    metrics: dict[str, float],
+    k: int,
+) -> None:
+    """One row per segment in the warehouse ``segment_choices``: what serves it (``model`` is
+    the serving model), and its precision@k on the segment's window users."""
+    names = list(serving)
+    winners = [serving[s] for s in names]
+    ts = pa.timestamp("us", tz="UTC")
+    with warehouse.connect(warehouse_path) as con:
+        warehouse.append(
+            con,
+            "segment_choices",
+            pa.table(
+                {
+                    "run_id": [run_id] * len(names),
+                    "model_version": [version] * len(names),
+                    "as_of": pa.array([as_of] * len(names), ts),
+                    "segment": names,
+                    "candidate": winners,
+                    f"precision_at_{k}": [
+                        metrics.get(f"{won[s].replace(':', '_')}_{s}_precision_at_{k}", 0.0)
+                        for s in names
+                    ],
+                    "n_users": [metrics.get(f"baseline_{s}_n_users", 0.0) for s in names],
+                }
+            ),
+        )
