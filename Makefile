@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench lock clean-data ui-mlflow ui-prefect serve
+.PHONY: install demo test test-fast lint format bench lock clean-data ui-mlflow ui-prefect serve screenshots
 
 # Reinstall only when the dependency declaration or the lock changes.
 $(STAMP): pyproject.toml requirements.lock
@@ -60,3 +60,8 @@ serve: $(STAMP)
 
 ui-prefect: $(STAMP)
 	$(BIN)/prefect server start --port 4200
+
+# The MLflow UI as a reviewer sees it, into docs/ (a demo night and a retrain in a scratch
+# folder, then headless Chromium; needs `apt-get install chromium`).
+screenshots: $(STAMP)
+	$(BIN)/python -m flows.screenshots

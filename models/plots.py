@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from features.contracts import C
 
@@ -35,6 +36,7 @@ def learning_curve(curve: list[float], best_epoch: int, metric: str) -> Figure:
             best_epoch, color="tab:orange", linestyle="--", label=f"kept: epoch {best_epoch}"
         )
         ax.legend()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     return fig

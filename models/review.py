@@ -256,6 +256,11 @@ def model_card(
         "| metric | " + " | ".join(candidates) + " |",
         "|---|" + "---:|" * len(candidates),
     ]
+    auc_row = [metrics.get(f"{c}_auc") for c in candidates]
+    if any(v is not None for v in auc_row):
+        lines.append(
+            "| auc | " + " | ".join("-" if v is None else f"{v:.4f}" for v in auc_row) + " |"
+        )
     for metric in ("precision", "recall", "ndcg", "map", "hit", "coverage", "popularity_ratio",
                    "novelty", "diversity"):  # fmt: skip
         for k in ks:
@@ -299,3 +304,40 @@ def model_card(
         "- scores are on the model's own scale: compare ranks, not scores, across models",
     ]
     return "\n".join(lines) + "\n"
+
+
+def auc(scores: np.ndarray, relevant: list[np.ndarray], excluded: list[np.ndarray]) -> float:
+    """Mean over users of the ROC AUC of their full scores (users x items): the share of
+    (liked, not liked) item pairs ranked in the right order, ties counting a half; items a user
+    had already seen are left out. Users without a liked item are skipped."""
+    values = []
+    for row, liked, seen in zip(scores, relevant, excluded, strict=True):
+        keep = np.ones(row.size, dtype=bool)
+        keep[seen] = False
+        positive = np.zeros(row.size, dtype=bool)
+        positive[liked] = True
+        positive &= keep
+        n_pos = int(positive.sum())
+        n_neg = int(keep.sum()) - n_pos
+        if n_pos == 0 or n_neg == 0:
+            continue
+        kept = row[keep]
+        ranks = _average_ranks(kept)  # 1 = lowest score
+        pos_ranks = ranks[positive[keep]]
+        values.append((pos_ranks.sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(values)) if values else 0.0
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties given their average rank (as the Mann-Whitney U statistic wants)."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    ranks = np.empty(values.size, dtype=np.float64)
+    start = 0
+    while start < values.size:
+        stop = start + 1
+        while stop < values.size and sorted_values[stop] == sorted_values[start]:
+            stop += 1
+        ranks[order[start:stop]] = (start + stop + 1) / 2
+        start = stop
+    return ranks

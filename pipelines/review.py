@@ -17,6 +17,7 @@ import pyarrow as pa
 from features.contracts import C
 from features.matrices import attribute_columns
 from models.base import Recommender, TrainingData
+from models.lightfm_model import LightFMRecommender
 from models.plots import (
     embedding_projection,
     learning_curve,
@@ -31,6 +32,7 @@ from models.review import (
     KS,
     SEGMENT_NAMES,
     CardFacts,
+    auc,
     model_card,
     review_metrics,
     user_segments,
@@ -72,6 +74,7 @@ def write_review(
     k: int,
     item_embeddings: tuple[pl.Series, np.ndarray],
     facts: CardFacts,
+    extra: dict[str, float] | None = None,
 ) -> Review:
     """Metrics, plots and the model card of one training into ``directory``.
 
@@ -84,6 +87,7 @@ def write_review(
         k: the gate's cut-off (the per-segment bars and the long tail use it).
         item_embeddings: (item ids, embeddings) of the registered version.
         facts: what the model card says besides the metrics.
+        extra: metrics computed elsewhere (AUC) that the card and the run report too.
     """
     users = data.interactions.group_by(C.user_id).agg(n_train=pl.len())
     segments = user_segments(window_users.select(C.user_id, "user_segment"), users)
@@ -99,6 +103,7 @@ def write_review(
     metrics = review_metrics(
         lists, holdout, segments, new_items, popularity, data.items.height, KS, category
     )
+    metrics.update(extra or {})
     candidates = list(lists)
     ids, embeddings = item_embeddings
     labels = None
@@ -217,3 +222,55 @@ def record_segment_choices(
                 }
             ),
         )
+
+
+AUC_USERS = 2_000
+"""AUC ranks every catalog item for each user: computed on a fixed sample of window users."""
+
+
+def auc_metrics(
+    models: Mapping[str, LightFMRecommender | None],
+    users: pl.DataFrame,
+    holdout: pl.DataFrame,
+    seen: pl.DataFrame,
+    data: TrainingData,
+) -> dict[str, float]:
+    """``<candidate>_auc`` for the LightFM candidates and popularity (``baseline``: every user
+    gets the items' training shares) on the same sample of at most :data:`AUC_USERS` window
+    users (a fixed pseudo-random one)."""
+    sample = users.sort(pl.col(C.user_id).hash(seed=0)).head(AUC_USERS).sort(C.user_id)
+    out: dict[str, float] = {}
+    for name, model in models.items():
+        if model is None:
+            continue
+        vectors, _ = model.user_vectors(sample)
+        scores = vectors @ model.item_vectors().T
+        out[f"{name}_auc"] = auc(scores, *_positions(sample, holdout, seen, model.item_ids))
+    items = data.items[C.item_id]
+    touched = data.interactions.group_by(C.item_id).agg(n=pl.col(C.user_id).n_unique())
+    shares = (
+        pl.DataFrame({C.item_id: items})
+        .join(touched, on=C.item_id, how="left", maintain_order="left")["n"]
+        .fill_null(0)
+        .to_numpy()
+        .astype(np.float64)
+    )
+    baseline = np.broadcast_to(shares, (sample.height, shares.size))
+    out["baseline_auc"] = auc(baseline, *_positions(sample, holdout, seen, items))
+    return out
+
+
+def _positions(
+    users: pl.DataFrame, holdout: pl.DataFrame, seen: pl.DataFrame, item_ids: pl.Series
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per user (in ``users`` order): positions in ``item_ids`` of the liked and the seen items."""
+    order = users.select(C.user_id).with_row_index("u")
+    index = pl.DataFrame({C.item_id: item_ids}).with_row_index("i")
+
+    def grouped(pairs: pl.DataFrame) -> list[np.ndarray]:
+        coded = pairs.join(order, on=C.user_id).join(index, on=C.item_id)
+        lists = coded.group_by("u").agg(pl.col("i"))
+        by_user = dict(zip(lists["u"].to_list(), lists["i"].to_list(), strict=True))
+        return [np.asarray(by_user.get(u, []), dtype=np.int64) for u in range(users.height)]
+
+    return grouped(holdout.select(C.user_id, C.item_id)), grouped(seen)

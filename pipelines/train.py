@@ -39,6 +39,7 @@ from models.params import LightFMParams
 from models.policy import SEGMENTS, GateParams, fill_to_k, promotion_decision, segment_choice
 from models.review import KS, CardFacts
 from pipelines.review import (
+    auc_metrics,
     names,
     record_model_run,
     record_segment_choices,
@@ -329,12 +330,13 @@ def _evaluate_decide_refit(
     models = {MODEL: challenger, CHAMPION: champion_model}
     review = write_review(
         review_dir,
+        extra=auc_metrics(models, window.users, window.holdout, window.seen, window.data),
         lists=review_lists(models, long_popular, window.users, window.seen, threads),
         holdout=window.holdout, window_users=window.users, data=window.data, curve=curve,
         best_epoch=epochs, k=k, item_embeddings=(refit.item_ids, refit.item_embeddings),
         facts=CardFacts(
-            name=tracking.model_name, as_of=as_of.isoformat(),
-            window_start=window_start.isoformat(),
+            name=tracking.model_name, as_of=f"{as_of:%Y-%m-%d %H:%M:%S} UTC",
+            window_start=f"{window_start:%Y-%m-%d %H:%M:%S} UTC",
             volumes={"users": users.height, "items": items.height,
                      "interactions": interactions.height, "window users": window.users.height,
                      "window liked pairs": window.holdout.height},

@@ -175,6 +175,8 @@ def log_training_run(
     ) as run:
         if artifacts is not None:
             mlflow.log_artifacts(str(artifacts), "review")
+        if description:
+            mlflow.set_tag("mlflow.note.content", description)  # the run page's description
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.set_tags({**tags, "promoted": str(promote).lower()})

@@ -66,3 +66,15 @@ def test_segments_and_new_items() -> None:
     assert got["model_heavy_precision_at_3"] == 0.0
     assert got["model_warm_n_users"] == 2
     assert got["model_new_items_recall_at_3"] == 1.0  # y, the one new item liked, is in a's list
+
+
+def test_auc_counts_pairs_in_order_with_ties_as_halves() -> None:
+    import numpy as np
+
+    from models.review import auc
+
+    scores = np.array([[0.9, 0.5, 0.5, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    # user 0 likes item 1 (0.5): above item 3, tied with item 2, item 0 is seen: (1 + 0.5) / 2
+    # user 1 likes item 3, the top one: 1.0
+    got = auc(scores, [np.array([1]), np.array([3])], [np.array([0]), np.array([], dtype=int)])
+    assert got == pytest.approx((0.75 + 1.0) / 2)
