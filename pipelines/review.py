@@ -5,6 +5,8 @@ training's rows for analysts (``model_runs``, ``segment_choices``)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +39,7 @@ from models.review import (
     review_metrics,
     user_segments,
 )
-from pipelines.stores import warehouse
+from pipelines.stores import Stores, lake, warehouse
 
 CARD = "model_card.md"
 
@@ -148,7 +150,7 @@ def review_lists(
             described = users.filter(pl.Series(model.describes(users)))
             recs = model.recommend(described, k, exclude=seen, num_threads=threads)
             lists[name] = fill_to_k(recs, popular, k)
-    order = ("model", "baseline", "champion")
+    order = ("model", "baseline", "champion", "ease")
     return {name: lists[name] for name in order if name in lists}
 
 
@@ -274,3 +276,20 @@ def _positions(
         return [np.asarray(by_user.get(u, []), dtype=np.int64) for u in range(users.height)]
 
     return grouped(holdout.select(C.user_id, C.item_id)), grouped(seen)
+
+
+def training_inputs(stores: Stores, directory: Path) -> dict[str, str]:
+    """Write ``inputs.json`` (every clean partition file with its SHA-256, and the validation
+    runs that let them in) into ``directory``; returns the tags that summarise it."""
+    files = lake.checksums(stores.lake, "clean")
+    runs = warehouse.validation_run_ids(stores.warehouse)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "inputs.json").write_text(
+        json.dumps({"clean_files": files, "validation_runs": runs}, indent=1)
+    )
+    joined = "".join(f"{name}:{digest}\n" for name, digest in files.items())
+    return {
+        "lake_clean_files": str(len(files)),
+        "lake_clean_sha256": hashlib.sha256(joined.encode()).hexdigest(),
+        "gx_validation_run_id": runs[-1] if runs else "none",
+    }

@@ -44,6 +44,7 @@ from pipelines.review import (
     record_model_run,
     record_segment_choices,
     review_lists,
+    training_inputs,
     write_review,
 )
 from pipelines.stores import Stores, warehouse
@@ -285,6 +286,7 @@ def _evaluate_decide_refit(
         seg = SegmentPopularity.fit(window.data, popularity, name.split(":", 1)[1])
         frames.append(_scored(name, seg.recommend(window.users, k, exclude=window.seen), window, k))
     others = list(segments)
+    item_model = None
     if window.data.items.height <= ease.max_items:
         item_model = EASERecommender.fit(window.data, ease)
         frames.append(_scored(EASE, _as_served(item_model, window, k, threads), window, k))
@@ -328,10 +330,13 @@ def _evaluate_decide_refit(
         window.users, max(KS), exclude=window.seen
     )
     models = {MODEL: challenger, CHAMPION: champion_model}
+    tags = {**tags, **training_inputs(stores, review_dir)}
     review = write_review(
         review_dir,
         extra=auc_metrics(models, window.users, window.holdout, window.seen, window.data),
-        lists=review_lists(models, long_popular, window.users, window.seen, threads),
+        lists=review_lists(
+            {**models, EASE: item_model}, long_popular, window.users, window.seen, threads
+        ),
         holdout=window.holdout, window_users=window.users, data=window.data, curve=curve,
         best_epoch=epochs, k=k, item_embeddings=(refit.item_ids, refit.item_embeddings),
         facts=CardFacts(

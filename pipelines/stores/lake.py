@@ -20,6 +20,7 @@ Every path into the lake is built here; stages ask this module for files, never 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -201,6 +202,19 @@ def units(lake: Path, zone: str) -> dict[str, float]:
     return {
         str(path.relative_to(root)): path.stat().st_mtime for path in root.glob("dt=*/*.parquet")
     }
+
+
+def checksums(lake: Path, zone: str) -> dict[str, str]:
+    """Every partition file of a zone -> the SHA-256 of its bytes (what a model was fitted on)."""
+    root = zone_dir(lake, zone)
+    out = {}
+    for path in sorted(root.glob("dt=*/*.parquet")):
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out[str(path.relative_to(root))] = digest.hexdigest()
+    return out
 
 
 def pending_units(lake: Path) -> list[str]:

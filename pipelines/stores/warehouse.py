@@ -289,6 +289,17 @@ def blocklist(path: Path) -> pl.DataFrame:
     return frame.cast({C.user_id: pl.String, C.item_id: pl.String})
 
 
+def validation_run_ids(path: Path) -> list[str]:
+    """The runs whose validation passed, oldest first: the batches the clean zone holds."""
+    with connect(path, read_only=True) as con:
+        if not table_exists(con, "validation_runs"):
+            return []
+        rows = con.execute(
+            "select run_id from validation_runs where success order by validated_at"
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def failed_batch_units(path: Path, batch_id: str) -> list[str]:
     """The raw partition files of the failed validation ``batch_id`` (its run id).
 

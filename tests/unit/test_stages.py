@@ -154,6 +154,8 @@ def test_the_training_run_is_what_a_reviewer_needs(
     assert run.info.start_time <= version.creation_timestamp <= run.info.end_time
     assert run.data.tags["as_of"] == features.as_of.isoformat()
     assert run.data.tags["features_manifest"] == features.manifest
+    assert int(run.data.tags["lake_clean_files"]) > 0  # the lake files, checksummed
+    assert run.data.tags["gx_validation_run_id"] != "none"
     metrics = run.data.metrics
     for k in KS:
         for name in ("precision", "recall", "ndcg", "map", "hit", "coverage", "novelty"):
@@ -168,7 +170,8 @@ def test_the_training_run_is_what_a_reviewer_needs(
     assert len(curve) >= trained.epochs
     files = [f.path for f in client.list_artifacts(run.info.run_id, "review")]
     assert len([f for f in files if f.endswith(".png")]) >= 5
-    assert "review/model_card.md" in files
+    assert {"review/model_card.md", "review/inputs.json"} <= set(files)
+    assert "ease_precision_at_100" in metrics  # EASE, a serving candidate, is reviewed too
     description = version.description or ""
     assert description.startswith(f"# {world.tracking.model_name}, as of")
     assert "## Known limits" in description
