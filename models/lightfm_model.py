@@ -197,13 +197,16 @@ def train_with_early_stopping(
     matrices: TrainingMatrices,
     params: LightFMParams,
     validate: Callable[[LightFMRecommender], float],
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
+    fit_metric: Callable[[LightFMRecommender], float] | None = None,
 ) -> EarlyStopped:
     """Train epoch by epoch (``fit_partial``), scoring each epoch with ``validate`` (higher is
     better); stop after ``params.patience`` epochs without a better score or at
     ``params.epochs``, and return the best epoch's model. With one thread the result equals
-    :func:`train_lightfm` run for the returned number of epochs. ``on_epoch(epoch, value)`` is
-    told each epoch's score as it comes (a curve in MLflow, a line in the logs)."""
+    :func:`train_lightfm` run for the returned number of epochs. ``on_epoch(epoch, value,
+    fit)`` is told each epoch's score as it comes (a curve in MLflow, a line in the logs), with
+    ``fit_metric`` of the same snapshot (how well it fits its own training data: the loss
+    proxy; LightFM reports no loss) when given."""
     model = _new(params)
     best: tuple[float, int, LightFMRecommender] | None = None
     curve: list[float] = []
@@ -215,7 +218,7 @@ def train_with_early_stopping(
         value = validate(snapshot)
         curve.append(value)
         if on_epoch is not None:
-            on_epoch(epoch, value)
+            on_epoch(epoch, value, None if fit_metric is None else fit_metric(snapshot))
         bar.update()
         bar.set_postfix(validation=f"{value:.4f}", best=f"{max(curve):.4f}")
         if best is None or value > best[0]:

@@ -30,6 +30,7 @@ import polars as pl
 
 from features.contracts import C
 from models.evaluate import series_mean
+from models.policy import paired_bootstrap
 
 KS = (5, 10, 20, 50, 100)
 """The cut-offs a review reports (the serving lists are 100 long)."""
@@ -189,6 +190,26 @@ def review_metrics(
     return out
 
 
+def intervals(
+    lists: dict[str, pl.DataFrame],
+    holdout: pl.DataFrame,
+    ks: tuple[int, ...] = KS,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """``<candidate>_<metric>_at_<k>`` -> the 95% bootstrap interval (resampling users) of
+    each ranking metric's mean, for the model card's table."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, recs in lists.items():
+        per_user = per_user_at_k(recs, holdout, ks)
+        for column in per_user.columns:
+            if column == C.user_id:
+                continue
+            ci = paired_bootstrap(per_user[column].to_numpy(), n_resamples, seed)
+            out[f"{name}_{column}"] = (ci.low, ci.high)
+    return out
+
+
 def losing_segments(
     metrics: dict[str, float], reference: str, metric: str, segments: tuple[str, ...]
 ) -> list[str]:
@@ -202,6 +223,12 @@ def losing_segments(
 
 
 SEGMENT_NAMES = ("warm", "cold", "light", "heavy")
+
+
+def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if ci is None else f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
 @dataclass(frozen=True)
@@ -220,7 +247,11 @@ class CardFacts:
 
 
 def model_card(
-    facts: CardFacts, metrics: dict[str, float], candidates: list[str], ks: tuple[int, ...] = KS
+    facts: CardFacts,
+    metrics: dict[str, float],
+    candidates: list[str],
+    ks: tuple[int, ...] = KS,
+    cis: dict[str, tuple[float, float]] | None = None,
 ) -> str:
     """The model card (markdown): data window and volumes, features, hyperparameters, metrics
     at each k beside the references, the gate's comparisons with their bootstrap intervals, the
@@ -251,7 +282,7 @@ def model_card(
         "|---|---|",
         *(f"| {key} | {value} |" for key, value in facts.params.items()),
         "",
-        "## Metrics on the window (same users for every candidate)",
+        "## Metrics on the window (same users for every candidate; 95% bootstrap intervals)",
         "",
         "| metric | " + " | ".join(candidates) + " |",
         "|---|" + "---:|" * len(candidates),
@@ -264,9 +295,9 @@ def model_card(
     for metric in ("precision", "recall", "ndcg", "map", "hit", "coverage", "popularity_ratio",
                    "novelty", "diversity"):  # fmt: skip
         for k in ks:
-            row = [metrics.get(f"{c}_{metric}_at_{k}") for c in candidates]
-            if any(v is not None for v in row):
-                cells = " | ".join("-" if v is None else f"{v:.4f}" for v in row)
+            keys = [f"{c}_{metric}_at_{k}" for c in candidates]
+            if any(key in metrics for key in keys):
+                cells = " | ".join(_cell(metrics.get(key), (cis or {}).get(key)) for key in keys)
                 lines.append(f"| {metric}@{k} | {cells} |")
     k = ks[1] if len(ks) > 1 else ks[0]
     lines += [

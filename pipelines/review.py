@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow as pa
 from features.contracts import C
 from features.matrices import attribute_columns
 from models.base import Recommender, TrainingData
+from models.evaluate import mean_metrics, per_user_metrics
 from models.lightfm_model import LightFMRecommender
 from models.plots import (
     embedding_projection,
@@ -35,11 +37,13 @@ from models.review import (
     SEGMENT_NAMES,
     CardFacts,
     auc,
+    intervals,
     model_card,
     review_metrics,
     user_segments,
 )
 from pipelines.stores import Stores, lake, warehouse
+from pipelines.stores.tracking import log_step
 
 CARD = "model_card.md"
 
@@ -77,6 +81,7 @@ def write_review(
     item_embeddings: tuple[pl.Series, np.ndarray],
     facts: CardFacts,
     extra: dict[str, float] | None = None,
+    other_lists: dict[str, pl.DataFrame] | None = None,
 ) -> Review:
     """Metrics, plots and the model card of one training into ``directory``.
 
@@ -90,6 +95,8 @@ def write_review(
         item_embeddings: (item ids, embeddings) of the registered version.
         facts: what the model card says besides the metrics.
         extra: metrics computed elsewhere (AUC) that the card and the run report too.
+        other_lists: more baselines (popularity over other windows, within segments): in
+            the metrics, not in the plots or the card's table.
     """
     users = data.interactions.group_by(C.user_id).agg(n_train=pl.len())
     segments = user_segments(window_users.select(C.user_id, "user_segment"), users)
@@ -103,8 +110,9 @@ def write_review(
     new_items = popularity.filter(pl.col("share") == 0)[C.item_id]
     category = item_category(data.items)
     metrics = review_metrics(
-        lists, holdout, segments, new_items, popularity, data.items.height, KS, category
-    )
+        {**lists, **(other_lists or {})}, holdout, segments, new_items, popularity,
+        data.items.height, KS, category,
+    )  # fmt: skip
     metrics.update(extra or {})
     candidates = list(lists)
     ids, embeddings = item_embeddings
@@ -123,7 +131,7 @@ def write_review(
     }
     directory.mkdir(parents=True, exist_ok=True)
     files = save(figures, directory)
-    text = model_card(facts, metrics, candidates, KS)
+    text = model_card(facts, metrics, candidates, KS, intervals(lists, holdout, KS))
     (directory / CARD).write_text(text)
     return Review(metrics, text, [*files, directory / CARD])
 
@@ -293,3 +301,38 @@ def training_inputs(stores: Stores, directory: Path) -> dict[str, str]:
         "lake_clean_sha256": hashlib.sha256(joined.encode()).hexdigest(),
         "gx_validation_run_id": runs[-1] if runs else "none",
     }
+
+
+logger = logging.getLogger(__name__)
+
+
+def epoch_done(epoch: int, value: float, fit: float | None, k: int) -> None:
+    """An epoch's validation metric (and fit on the training data): points of the MLflow
+    curves and a line in the run's logs (Prefect shows ``pipelines`` loggers)."""
+    log_step(f"validation_precision_at_{k}", value, epoch)
+    if fit is not None:
+        log_step(f"train_precision_at_{k}", fit, epoch)
+    logger.info(
+        "epoch %d: validation precision@%d %.4f, on its training data %s",
+        epoch, k, value, "-" if fit is None else f"{fit:.4f}",
+    )  # fmt: skip
+
+
+FIT_USERS = 2_000
+"""The training-fit curve (the loss proxy) scores a fixed sample of this many training users."""
+
+
+def fit_metric(data: TrainingData, k: int, threads: int) -> Callable[[Recommender], float]:
+    """precision@k of a snapshot against the training positives of a fixed sample of training
+    users, nothing excluded: how well it fits what it learns from (it rises while the
+    validation metric may not, which is what over-fitting looks like)."""
+    ids = data.interactions[C.user_id].unique()
+    sample = pl.DataFrame({C.user_id: ids}).sort(pl.col(C.user_id).hash(seed=0)).head(FIT_USERS)
+    users = sample.join(data.users, on=C.user_id, how="left").sort(C.user_id)
+    truth = data.interactions.join(sample, on=C.user_id, how="semi").select(C.user_id, C.item_id)
+
+    def fit(model: Recommender) -> float:
+        recs = model.recommend(users, k, num_threads=threads)
+        return mean_metrics(per_user_metrics(recs, truth, k), k)[f"precision_at_{k}"]
+
+    return fit

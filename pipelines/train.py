@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +39,8 @@ from models.policy import SEGMENTS, GateParams, fill_to_k, promotion_decision, s
 from models.review import KS, CardFacts
 from pipelines.review import (
     auc_metrics,
+    epoch_done,
+    fit_metric,
     names,
     record_model_run,
     record_segment_choices,
@@ -53,7 +54,6 @@ from pipelines.stores.tracking import (
     champion_version,
     find_training,
     load_champion,
-    log_step,
     log_training_run,
     training_run,
 )
@@ -259,7 +259,8 @@ def _evaluate_decide_refit(
             lambda m: mean_metrics(
                 per_user_metrics(_as_served(m, sample, k, threads), sample.holdout, k), k
             )[f"precision_at_{k}"],
-            on_epoch=lambda epoch, value: _epoch_done(epoch, value, k),
+            on_epoch=lambda epoch, value, fit: epoch_done(epoch, value, fit, k),
+            fit_metric=fit_metric(window.data, k, threads),
         )
         challenger, epochs, curve = stopped.model, stopped.epochs, stopped.curve
     else:
@@ -274,17 +275,20 @@ def _evaluate_decide_refit(
         _scored(BASELINE, window.popular, window, k),
     ]
     windows = [d for d in POPULARITY_WINDOWS if d != popularity.window_days]
+    # The other baselines' lists as long as the review's longest cut-off: the gate reads their
+    # top k, the review every k.
+    baselines: dict[str, pl.DataFrame] = {}
     for days in windows:
         other = PopularityParams(window_days=days)
-        recs = PopularityRecommender.fit(window.data, other).recommend(
-            window.users, k, exclude=window.seen
+        baselines[popular_name(days)] = PopularityRecommender.fit(window.data, other).recommend(
+            window.users, max(KS), exclude=window.seen
         )
-        frames.append(_scored(popular_name(days), recs, window, k))
     segments = [popular_name(d) for d in windows]
     segments += [f"segment:{a}" for a in segment_attributes(window.data.users)]
     for name in segments[len(windows) :]:
         seg = SegmentPopularity.fit(window.data, popularity, name.split(":", 1)[1])
-        frames.append(_scored(name, seg.recommend(window.users, k, exclude=window.seen), window, k))
+        baselines[name] = seg.recommend(window.users, max(KS), exclude=window.seen)
+    frames += [_scored(name, recs, window, k) for name, recs in baselines.items()]
     others = list(segments)
     item_model = None
     if window.data.items.height <= ease.max_items:
@@ -337,6 +341,7 @@ def _evaluate_decide_refit(
         lists=review_lists(
             {**models, EASE: item_model}, long_popular, window.users, window.seen, threads
         ),
+        other_lists={name.replace(":", "_"): recs for name, recs in baselines.items()},
         holdout=window.holdout, window_users=window.users, data=window.data, curve=curve,
         best_epoch=epochs, k=k, item_embeddings=(refit.item_ids, refit.item_embeddings),
         facts=CardFacts(
@@ -396,16 +401,6 @@ def _evaluate_decide_refit(
         logged.run_id, logged.version, logged.version if serving_params else None,
         decision.promote, decision.reason, serving, epochs, metrics,
     )  # fmt: skip
-
-
-logger = logging.getLogger(__name__)
-
-
-def _epoch_done(epoch: int, value: float, k: int) -> None:
-    """An epoch's validation metric: a point of the MLflow curve and a line in the run's logs
-    (Prefect shows ``pipelines`` loggers)."""
-    log_step(f"validation_precision_at_{k}", value, epoch)
-    logger.info("epoch %d: validation precision@%d %.4f", epoch, k, value)
 
 
 def _input_manifest(manifest: str | None, **config: object) -> str | None:

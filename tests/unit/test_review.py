@@ -78,3 +78,15 @@ def test_auc_counts_pairs_in_order_with_ties_as_halves() -> None:
     # user 1 likes item 3, the top one: 1.0
     got = auc(scores, [np.array([1]), np.array([3])], [np.array([0]), np.array([], dtype=int)])
     assert got == pytest.approx((0.75 + 1.0) / 2)
+
+
+def test_intervals_bracket_the_mean_and_collapse_when_every_user_agrees() -> None:
+    from models.review import intervals
+
+    recs = _recs([("a", 1, "x"), ("b", 1, "w")])
+    got = intervals({"model": recs}, HOLDOUT, (1,))
+    assert got["model_precision_at_1"] == (1.0, 1.0)  # both users hit at rank 1
+    got = intervals({"model": RECS}, HOLDOUT, (1,))
+    low, high = got["model_precision_at_1"]
+    assert low == 0.0  # a resample of only b
+    assert high == 1.0  # a resample of only a

@@ -172,9 +172,14 @@ def test_the_training_run_is_what_a_reviewer_needs(
     assert len([f for f in files if f.endswith(".png")]) >= 5
     assert {"review/model_card.md", "review/inputs.json"} <= set(files)
     assert "ease_precision_at_100" in metrics  # EASE, a serving candidate, is reviewed too
+    assert "popular_all_ndcg_at_50" in metrics  # and every other baseline
+    fit = client.get_metric_history(run.info.run_id, "train_precision_at_5")  # the loss proxy
+    assert len(fit) == len(curve)
     description = version.description or ""
     assert description.startswith(f"# {world.tracking.model_name}, as of")
     assert "## Known limits" in description
+    assert "| precision@10 | 0." in description  # with its interval: "0.1234 [0.1100, 0.1350]"
+    assert description.split("| precision@10 | ", 1)[1].split(" |")[0].count("[") == 1
     assert set(version.aliases) == {"challenger", "champion"}
     copy = warehouse.read_copy_path(world.stores.warehouse)
     with warehouse.connect(copy, read_only=True) as con:
