@@ -26,11 +26,17 @@ def _figure(title: str) -> tuple[Figure, Axes]:
     return fig, ax
 
 
-def learning_curve(curve: list[float], best_epoch: int, metric: str) -> Figure:
-    """Validation metric per epoch, the kept epoch marked."""
-    fig, ax = _figure(f"Learning curve: {metric} on the validation sample")
+def learning_curve(
+    curve: list[float], best_epoch: int, metric: str, fit: list[float] | None = None
+) -> Figure:
+    """Validation metric per epoch (and, when given, the same metric on training data), the
+    kept epoch marked."""
+    fig, ax = _figure(f"Learning curve: {metric}")
     epochs = np.arange(1, len(curve) + 1)
-    ax.plot(epochs, curve, marker="o", color=COLORS["model"])
+    ax.plot(epochs, curve, marker="o", color=COLORS["model"], label="validation sample")
+    if fit:
+        ax.plot(np.arange(1, len(fit) + 1), fit, marker=".", color="tab:purple",
+                label="training users, their own data")  # fmt: skip
     if curve:
         ax.axvline(
             best_epoch, color="tab:orange", linestyle="--", label=f"kept: epoch {best_epoch}"

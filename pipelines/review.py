@@ -82,6 +82,7 @@ def write_review(
     facts: CardFacts,
     extra: dict[str, float] | None = None,
     other_lists: dict[str, pl.DataFrame] | None = None,
+    fit_curve: list[float] | None = None,
 ) -> Review:
     """Metrics, plots and the model card of one training into ``directory``.
 
@@ -90,7 +91,8 @@ def write_review(
             the same window users.
         holdout: the window's truth; ``window_users``: its users with ``user_segment``.
         data: what the candidates were fitted on (before the window).
-        curve: the validation metric per epoch; ``best_epoch`` the epoch kept.
+        curve: the validation metric per epoch; ``best_epoch`` the epoch kept; ``fit_curve``
+            the same metric on training users' own data (the loss proxy), when measured.
         k: the gate's cut-off (the per-segment bars and the long tail use it).
         item_embeddings: (item ids, embeddings) of the registered version.
         facts: what the model card says besides the metrics.
@@ -121,7 +123,7 @@ def write_review(
         by_id = dict(zip(category[C.item_id], category["category"], strict=True))
         labels = [str(by_id.get(i)) for i in ids]
     figures = {
-        "learning_curve": learning_curve(curve, best_epoch, f"precision@{k}"),
+        "learning_curve": learning_curve(curve, best_epoch, f"precision@{k}", fit_curve),
         "precision_at_k": metric_at_k(metrics, candidates, "precision", KS),
         "recall_at_k": metric_at_k(metrics, candidates, "recall", KS),
         "segments": segment_bars(metrics, candidates, [*SEGMENT_NAMES], f"precision_at_{k}"),
@@ -306,9 +308,10 @@ def training_inputs(stores: Stores, directory: Path) -> dict[str, str]:
 logger = logging.getLogger(__name__)
 
 
-def epoch_done(epoch: int, value: float, fit: float | None, k: int) -> None:
+def epoch_done(epoch: int, value: float, fit: float | None, k: int) -> float:
     """An epoch's validation metric (and fit on the training data): points of the MLflow
-    curves and a line in the run's logs (Prefect shows ``pipelines`` loggers)."""
+    curves and a line in the run's logs (Prefect shows ``pipelines`` loggers). Returns the fit
+    (nan when not measured), for the learning-curve plot."""
     log_step(f"validation_precision_at_{k}", value, epoch)
     if fit is not None:
         log_step(f"train_precision_at_{k}", fit, epoch)
@@ -316,6 +319,7 @@ def epoch_done(epoch: int, value: float, fit: float | None, k: int) -> None:
         "epoch %d: validation precision@%d %.4f, on its training data %s",
         epoch, k, value, "-" if fit is None else f"{fit:.4f}",
     )  # fmt: skip
+    return float("nan") if fit is None else fit
 
 
 FIT_USERS = 2_000

@@ -249,6 +249,7 @@ def _evaluate_decide_refit(
             f"no positive interactions before the evaluation window ({window_start.isoformat()});"
             " nothing to train on: lower RECS_HOLDOUT_DAYS or load more history"
         )
+    fit_curve: list[float] = []
     threads = params.num_threads
     matrices = training_matrices(window.data.interactions, window.data.users, window.data.items)
     if window.users.height:
@@ -259,7 +260,7 @@ def _evaluate_decide_refit(
             lambda m: mean_metrics(
                 per_user_metrics(_as_served(m, sample, k, threads), sample.holdout, k), k
             )[f"precision_at_{k}"],
-            on_epoch=lambda epoch, value, fit: epoch_done(epoch, value, fit, k),
+            on_epoch=lambda epoch, value, fit: fit_curve.append(epoch_done(epoch, value, fit, k)),
             fit_metric=fit_metric(window.data, k, threads),
         )
         challenger, epochs, curve = stopped.model, stopped.epochs, stopped.curve
@@ -342,6 +343,7 @@ def _evaluate_decide_refit(
             {**models, EASE: item_model}, long_popular, window.users, window.seen, threads
         ),
         other_lists={name.replace(":", "_"): recs for name, recs in baselines.items()},
+        fit_curve=fit_curve,
         holdout=window.holdout, window_users=window.users, data=window.data, curve=curve,
         best_epoch=epochs, k=k, item_embeddings=(refit.item_ids, refit.item_embeddings),
         facts=CardFacts(
