@@ -225,6 +225,24 @@ def losing_segments(
 SEGMENT_NAMES = ("warm", "cold", "light", "heavy")
 
 
+def _decision(facts: CardFacts) -> str:
+    if facts.promoted and facts.serves:
+        return "the challenger's configuration was promoted: this version serves (`champion`)."
+    if facts.promoted:
+        return (
+            "the challenger's configuration won the gate; this version does not serve (a backfill)."
+        )
+    if facts.serves:
+        return (
+            "the challenger's configuration was not promoted; this version is the champion's "
+            "configuration refitted on the new data, and it serves (`champion`)."
+        )
+    return (
+        "the challenger's configuration was not promoted, and this version does not serve (a "
+        "backfill, or no model has passed the gate yet)."
+    )
+
+
 def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
     if value is None:
         return "-"
@@ -244,6 +262,7 @@ class CardFacts:
     promoted: bool
     reasons: list[str]
     serving: dict[str, str]
+    serves: bool = True  # this version becomes ``champion`` (promoted, or the champion refitted)
 
 
 def model_card(
@@ -259,7 +278,7 @@ def model_card(
     lines = [
         f"# {facts.name}, as of {facts.as_of}",
         "",
-        f"**Decision:** {'promoted to `champion`' if facts.promoted else 'not promoted'}. "
+        f"**Decision:** {_decision(facts)} "
         f"Serving: {', '.join(f'{s} users by {c}' for s, c in facts.serving.items())}.",
         "",
         "## Data",

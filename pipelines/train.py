@@ -354,7 +354,7 @@ def _evaluate_decide_refit(
                      "window liked pairs": window.holdout.height},
             features={"users": refit.user_attributes(), "items": names(matrices.item_vocabulary)},
             params=refit_params.model_dump(), promoted=decision.promote,
-            reasons=decision.reasons, serving=serving,
+            reasons=decision.reasons, serving=serving, serves=serve and serving_params is not None,
         ),
     )  # fmt: skip
     metrics.update(review.metrics)

@@ -90,3 +90,30 @@ def test_intervals_bracket_the_mean_and_collapse_when_every_user_agrees() -> Non
     low, high = got["model_precision_at_1"]
     assert low == 0.0  # a resample of only b
     assert high == 1.0  # a resample of only a
+
+
+@pytest.mark.parametrize(
+    ("promoted", "serves", "words"),
+    [
+        (True, True, "was promoted: this version serves"),
+        (False, True, "champion's configuration refitted on the new data, and it serves"),
+        (False, False, "this version does not serve"),
+    ],
+)
+def test_the_card_says_what_serves(promoted: bool, serves: bool, words: str) -> None:
+    from models.review import CardFacts, model_card
+
+    facts = CardFacts(
+        name="m", as_of="2026-12-02 00:00:00 UTC", window_start="2026-11-25 00:00:00 UTC",
+        volumes={"users": 3}, features={"users": ["country"]}, params={"epochs": 5},
+        promoted=promoted, reasons=["vs baseline: +0.1 [+0.05, +0.15]"],
+        serving={"warm": "model", "cold": "popular:30"}, serves=serves,
+    )  # fmt: skip
+    metrics = {"model_precision_at_10": 0.2, "baseline_precision_at_10": 0.1,
+               "model_cold_precision_at_10": 0.05, "baseline_cold_precision_at_10": 0.07,
+               "model_cold_n_users": 4.0}  # fmt: skip
+    card = model_card(facts, metrics, ["model", "baseline"], (5, 10))
+    assert words in card
+    assert "| precision@10 | 0.2000 | 0.1000 |" in card
+    assert "loses to popularity on precision@10 for: cold" in card
+    assert "- vs baseline: +0.1 [+0.05, +0.15]" in card
