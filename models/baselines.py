@@ -84,6 +84,10 @@ class PopularityRecommender:
         ranked = item_popularity(data.interactions, items, data, params)
         return cls(ranked[C.item_id], ranked[C.score].to_numpy(), params)
 
+    def full_scores(self, users: pl.DataFrame) -> np.ndarray:
+        """users x items (in :attr:`item_ids` order): every item's share, the same for all."""
+        return np.broadcast_to(self.item_scores, (users.height, self.item_scores.size))
+
     def describes(self, users: pl.DataFrame) -> np.ndarray:
         """Everyone: the popular list needs nothing about a user."""
         return np.ones(users.height, dtype=bool)
@@ -216,6 +220,33 @@ class SegmentPopularity:
     attribute: str
     by_value: dict[str, PopularityRecommender]
     overall: PopularityRecommender
+
+    @property
+    def item_ids(self) -> pl.Series:
+        return self.overall.item_ids
+
+    def full_scores(self, users: pl.DataFrame) -> np.ndarray:
+        """users x items (in :attr:`item_ids` order): each item's share among the user's
+        segment (the global share for users without a value)."""
+        order = pl.DataFrame({C.item_id: self.item_ids})
+        values = (
+            users[self.attribute].cast(pl.String).to_list()
+            if self.attribute in users.columns
+            else [None] * users.height
+        )
+        by_value = {}
+        for value, model in self.by_value.items():
+            aligned = order.join(
+                pl.DataFrame({C.item_id: model.item_ids, "s": model.item_scores}),
+                on=C.item_id, how="left", maintain_order="left",
+            )  # fmt: skip
+            by_value[value] = aligned["s"].fill_null(0.0).to_numpy()
+        overall = self.overall.item_scores
+        return (
+            np.vstack([by_value.get(str(v), overall) for v in values])
+            if values
+            else (np.empty((0, overall.size)))
+        )
 
     @classmethod
     def fit(cls, data: TrainingData, params: PopularityParams, attribute: str) -> Self:

@@ -92,6 +92,10 @@ class EASERecommender:
     def user_attributes(self) -> list[str]:
         return []
 
+    def full_scores(self, users: pl.DataFrame) -> np.ndarray:
+        """users x items (in :attr:`item_ids` order): every item's score (unknown users: 0)."""
+        return np.asarray(self._rows(users) @ self.weights, dtype=np.float32)
+
     def _rows(self, users: pl.DataFrame) -> sp.csr_matrix:
         index = pl.DataFrame({C.user_id: self.user_ids}).with_row_index("r")
         rows = users.select(C.user_id).join(index, on=C.user_id, how="left", maintain_order="left")

@@ -101,6 +101,12 @@ class LightFMRecommender:
         warm = users[C.user_id].is_in(warm_ids.implode()).to_numpy()
         return vectors.astype(np.float32), warm
 
+    def full_scores(self, users: pl.DataFrame) -> np.ndarray:
+        """users x items (in :attr:`item_ids` order): every item's score."""
+        vectors, _ = self.user_vectors(users)
+        scores: np.ndarray = vectors @ self.item_vectors().T
+        return scores
+
     def user_attributes(self) -> list[str]:
         """The user columns the model has feature embeddings for."""
         names = self.user_vocabulary.str.split_exact("=", 1).struct.field("field_0").unique()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -21,7 +22,6 @@ from features.contracts import C
 from features.matrices import attribute_columns
 from models.base import Recommender, TrainingData
 from models.evaluate import mean_metrics, per_user_metrics
-from models.lightfm_model import LightFMRecommender
 from models.plots import (
     embedding_projection,
     learning_curve,
@@ -241,34 +241,23 @@ AUC_USERS = 2_000
 
 
 def auc_metrics(
-    models: Mapping[str, LightFMRecommender | None],
+    models: Mapping[str, Any],
     users: pl.DataFrame,
     holdout: pl.DataFrame,
     seen: pl.DataFrame,
-    data: TrainingData,
 ) -> dict[str, float]:
-    """``<candidate>_auc`` for the LightFM candidates and popularity (``baseline``: every user
-    gets the items' training shares) on the same sample of at most :data:`AUC_USERS` window
-    users (a fixed pseudo-random one)."""
+    """``<candidate>_auc`` for every candidate with ``full_scores`` (LightFM, EASE, popularity
+    over any window or within segments) on the same sample of at most :data:`AUC_USERS` window
+    users (a fixed pseudo-random one). Candidates that are None are left out."""
     sample = users.sort(pl.col(C.user_id).hash(seed=0)).head(AUC_USERS).sort(C.user_id)
     out: dict[str, float] = {}
     for name, model in models.items():
         if model is None:
             continue
-        vectors, _ = model.user_vectors(sample)
-        scores = vectors @ model.item_vectors().T
-        out[f"{name}_auc"] = auc(scores, *_positions(sample, holdout, seen, model.item_ids))
-    items = data.items[C.item_id]
-    touched = data.interactions.group_by(C.item_id).agg(n=pl.col(C.user_id).n_unique())
-    shares = (
-        pl.DataFrame({C.item_id: items})
-        .join(touched, on=C.item_id, how="left", maintain_order="left")["n"]
-        .fill_null(0)
-        .to_numpy()
-        .astype(np.float64)
-    )
-    baseline = np.broadcast_to(shares, (sample.height, shares.size))
-    out["baseline_auc"] = auc(baseline, *_positions(sample, holdout, seen, items))
+        scores = model.full_scores(sample)
+        out[f"{name.replace(':', '_')}_auc"] = auc(
+            scores, *_positions(sample, holdout, seen, model.item_ids)
+        )
     return out
 
 

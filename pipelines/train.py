@@ -279,16 +279,18 @@ def _evaluate_decide_refit(
     # The other baselines' lists as long as the review's longest cut-off: the gate reads their
     # top k, the review every k.
     baselines: dict[str, pl.DataFrame] = {}
+    fitted: dict[str, PopularityRecommender | SegmentPopularity] = {
+        BASELINE: PopularityRecommender.fit(window.data, popularity)
+    }
     for days in windows:
         other = PopularityParams(window_days=days)
-        baselines[popular_name(days)] = PopularityRecommender.fit(window.data, other).recommend(
-            window.users, max(KS), exclude=window.seen
-        )
+        fitted[popular_name(days)] = PopularityRecommender.fit(window.data, other)
     segments = [popular_name(d) for d in windows]
     segments += [f"segment:{a}" for a in segment_attributes(window.data.users)]
     for name in segments[len(windows) :]:
-        seg = SegmentPopularity.fit(window.data, popularity, name.split(":", 1)[1])
-        baselines[name] = seg.recommend(window.users, max(KS), exclude=window.seen)
+        fitted[name] = SegmentPopularity.fit(window.data, popularity, name.split(":", 1)[1])
+    for name in segments:
+        baselines[name] = fitted[name].recommend(window.users, max(KS), exclude=window.seen)
     frames += [_scored(name, recs, window, k) for name, recs in baselines.items()]
     others = list(segments)
     item_model = None
@@ -338,7 +340,9 @@ def _evaluate_decide_refit(
     tags = {**tags, **training_inputs(stores, review_dir)}
     review = write_review(
         review_dir,
-        extra=auc_metrics(models, window.users, window.holdout, window.seen, window.data),
+        extra=auc_metrics(
+            {**models, EASE: item_model, **fitted}, window.users, window.holdout, window.seen
+        ),
         lists=review_lists(
             {**models, EASE: item_model}, long_popular, window.users, window.seen, threads
         ),

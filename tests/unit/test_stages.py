@@ -165,6 +165,7 @@ def test_the_training_run_is_what_a_reviewer_needs(
         assert f"model_{segment}_precision_at_10" in metrics
     assert 0 < metrics["model_coverage_at_100"] <= 1
     assert metrics["model_auc"] > metrics["baseline_auc"] > 0.5  # both rank likes above chance
+    assert {"ease_auc", "popular_all_auc", "segment_country_auc"} <= metrics.keys()
     curve = client.get_metric_history(run.info.run_id, "validation_precision_at_5")
     assert [m.step for m in curve] == list(range(1, len(curve) + 1))
     assert len(curve) >= trained.epochs
