@@ -166,6 +166,7 @@ def _train(
         run_id=run.run_id,
         as_of=as_of, window_start=as_of - timedelta(days=s.holdout_days), serve=serve,
         features_schema=features_schema(as_of, backfill=not serve), manifest=manifest,
+        run_url=flow_run.ui_url,
     )  # fmt: skip
     get_run_logger().info(
         "model version %s (%d epochs): %s; serving %s",

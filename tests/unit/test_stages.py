@@ -155,6 +155,7 @@ def test_the_training_run_is_what_a_reviewer_needs(
     assert run.data.tags["as_of"] == features.as_of.isoformat()
     assert run.data.tags["features_manifest"] == features.manifest
     assert int(run.data.tags["lake_clean_files"]) > 0  # the lake files, checksummed
+    assert run.data.tags["flow_run_id"] == "t"
     assert run.data.tags["gx_validation_run_id"] != "none"
     metrics = run.data.metrics
     for k in KS:
