@@ -89,6 +89,13 @@ class Run:
         self._hold.close()
 
 
+def _ui_url() -> str | None:
+    """The flow run's page in the Prefect UI, when there is a UI to link to (without a server
+    URL Prefect still composes ``None/flow-runs/...``)."""
+    url = flow_run.ui_url
+    return url if url and url.startswith(("http://", "https://")) else None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -166,7 +173,7 @@ def _train(
         run_id=run.run_id,
         as_of=as_of, window_start=as_of - timedelta(days=s.holdout_days), serve=serve,
         features_schema=features_schema(as_of, backfill=not serve), manifest=manifest,
-        run_url=flow_run.ui_url,
+        run_url=_ui_url(),
     )  # fmt: skip
     get_run_logger().info(
         "model version %s (%d epochs): %s; serving %s",
