@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -280,10 +281,20 @@ def test_a_reader_role_reads_after_every_publish_and_cannot_write(pg_schema_url:
                     cur.execute(statement)
                 conn.rollback()
         grant_reader(store, role)  # again: an update, not an error
-    finally:
         with postgresql.connect(pg_schema_url, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(f'drop owned by "{role}"')
             cur.execute(f'drop role "{role}"')
+        _publish(store, recs_table(["a"], 2, version="4"), "4")  # a dropped role blocks nothing
+    finally:
+        with postgresql.connect(pg_schema_url, autocommit=True) as conn, conn.cursor() as cur:
+            if _role_exists(cur, role):  # the test dropped it itself unless it failed first
+                cur.execute(f'drop owned by "{role}"')
+                cur.execute(f'drop role "{role}"')
+
+
+def _role_exists(cur: Any, role: str) -> bool:
+    cur.execute("select 1 from pg_roles where rolname = $1", (role,))
+    return bool(cur.fetchall())
 
 
 def test_sqlite_has_no_roles(tmp_path: Path) -> None:
