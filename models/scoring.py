@@ -104,9 +104,9 @@ def _csr(matrix: sp.csr_matrix | None, n_rows: int, n_cols: int) -> sp.csr_matri
         return None
     if matrix.shape != (n_rows, n_cols):
         raise ValueError(f"exclusion matrix {matrix.shape}, expected {(n_rows, n_cols)}")
-    out = sp.csr_matrix(matrix)
-    out.sort_indices()  # the kernel walks each row's excluded columns in order
-    return out
+    # No copy when it is CSR already: this runs once per block, on the scoring hot path (the
+    # kernel only marks each row's excluded columns, in any order).
+    return matrix if isinstance(matrix, sp.csr_matrix) else sp.csr_matrix(matrix)
 
 
 def select_top_k(
@@ -134,8 +134,8 @@ def select_top_k(
     _select_rows(
         np.ascontiguousarray(scores, dtype=np.float32),
         k,
-        ex.indptr.astype(np.int64) if ex is not None else np.zeros(n_rows + 1, np.int64),
-        ex.indices.astype(np.int32) if ex is not None else _EMPTY_I,
+        np.asarray(ex.indptr, np.int64) if ex is not None else np.zeros(n_rows + 1, np.int64),
+        np.asarray(ex.indices, np.int32) if ex is not None else _EMPTY_I,
         np.ascontiguousarray(blocked, dtype=np.bool_) if blocked is not None else _EMPTY_B,
         np.ascontiguousarray(rules.boost, dtype=np.float32)
         if rules.boost is not None

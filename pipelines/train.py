@@ -333,9 +333,7 @@ def _evaluate_decide_refit(
     refit_params = (serving_params or chosen).model_copy(update={"patience": None})
     refit = LightFMRecommender.fit(full, refit_params)
     metrics = _metrics(per_user, k)
-    long_popular = PopularityRecommender.fit(window.data, popularity).recommend(
-        window.users, max(KS), exclude=window.seen
-    )
+    long_popular = fitted[BASELINE].recommend(window.users, max(KS), exclude=window.seen)
     models = {MODEL: challenger, CHAMPION: champion_model}
     tags = {**tags, **training_inputs(stores, review_dir)}
     review = write_review(
