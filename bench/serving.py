@@ -56,7 +56,7 @@ def build_world(root: Path, n_users: int, n_items: int, k: int) -> None:
     from models.lightfm_model import LightFMRecommender
     from models.params import LightFMParams
     from pipelines.stores import warehouse
-    from pipelines.stores.tracking import log_training_run
+    from pipelines.stores.tracking import log_training_run, set_aliases
 
     rng = np.random.default_rng(7)
     users = pl.DataFrame(
@@ -120,9 +120,10 @@ def build_world(root: Path, n_users: int, n_items: int, k: int) -> None:
         item_biases=rng.normal(size=n_items).astype(np.float32) * 0.1,
     )
     tracking = _tracking(root)
-    log_training_run(
+    logged = log_training_run(
         tracking, model, run_name="bench", params={}, metrics={}, tags={}, promote=True
     )
+    set_aliases(tracking, logged.version, propose=True, promote=True)
     vectors, _ = model.user_vectors(users)
     np.save(root / "users.npy", vectors)
     np.save(root / "items.npy", model.item_vectors())

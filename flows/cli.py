@@ -18,7 +18,13 @@ from typing import Annotated, Any, Literal
 import typer
 
 from flows.cli_serving import recommend, serving_app
-from flows.runtime import configure_environment, configure_logging, hide_console_tracebacks
+from flows.runtime import (
+    claim_children,
+    configure_environment,
+    configure_logging,
+    hide_console_tracebacks,
+    reap_orphans,
+)
 
 app = typer.Typer(
     name="recs",
@@ -412,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     and exit 1 (the traceback only with ``--debug``); usage errors name the option, exit 2."""
     configure_environment()  # before Prefect or MLflow is imported
     configure_logging()
+    reaped = reap_orphans()  # what a killed `recs` left running (its Prefect server)
+    if reaped:
+        print(f"recs: stopped {len(reaped)} process(es) a killed run left: {reaped}",
+              file=sys.stderr)  # fmt: skip
+    claim_children()
     args = sys.argv[1:] if argv is None else argv
     _STATE["debug"] = False
     command = typer.main.get_command(app)

@@ -30,8 +30,10 @@ from pipelines.extract import ExtractReport, extract
 from pipelines.features import FeaturesReport, build_features, default_as_of
 from pipelines.publish import PublishReport, publish
 from pipelines.release import ReleaseReport, release_quarantine
+from pipelines.review import committed_trainings
 from pipelines.score import ScoreReport, score
 from pipelines.stores import scored
+from pipelines.stores.preflight import check_stores
 from pipelines.stores.runlock import run_lock
 from pipelines.stores.tracking import finish_abandoned_runs
 from pipelines.stores.warehouse import features_schema
@@ -80,9 +82,15 @@ class Run:
         return cls(settings, str(current) if current else uuid.uuid4().hex, now)
 
     def __enter__(self) -> Run:
+        stores = self.settings.stores()
         self._hold.enter_context(
-            run_lock(self.settings.stores().warehouse, run_id=self.run_id, started_at=self.now)
+            run_lock(stores.warehouse, run_id=self.run_id, started_at=self.now)
         )
+        try:
+            check_stores(stores, self.settings.tracking())  # fail before the first stage
+        except BaseException:
+            self._hold.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -161,7 +169,9 @@ def _train(
     manifest: str | None = None,
 ) -> TrainReport:
     s = run.settings
-    debris = finish_abandoned_runs(s.tracking(), by_run=run.run_id)
+    debris = finish_abandoned_runs(
+        s.tracking(), by_run=run.run_id, committed=committed_trainings(s.stores().warehouse)
+    )
     if debris.runs_failed:
         get_run_logger().warning(
             "finalised %d MLflow run(s) a killed run left RUNNING (%s); deleted versions %s",

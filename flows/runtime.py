@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+from pathlib import Path
 
 _ENV_DEFAULTS = {
     # No telemetry, and room for the ephemeral server to start on a loaded 2-core machine
@@ -65,3 +67,50 @@ def configure_logging() -> None:
                 handler.formatter, _OneLineFormatter
             ):
                 handler.setFormatter(_OneLineFormatter(handler.formatter or logging.Formatter()))
+
+
+OWNER = "RECS_CLI_PID"
+"""Set by every ``recs`` command to its pid; what it starts (Prefect's ephemeral API server)
+inherits it, which is how the next command recognises what a killed one left running."""
+
+
+def claim_children() -> None:
+    """Mark the processes this command will start as its own (:data:`OWNER`)."""
+    os.environ[OWNER] = str(os.getpid())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def reap_orphans(proc: Path = Path("/proc")) -> list[int]:
+    """Stop (SIGTERM) the processes a killed ``recs`` command left behind: those carrying
+    :data:`OWNER` whose owner is gone (``kill -9`` of the CLI orphans Prefect's ephemeral
+    server, which would otherwise run forever). Linux (``/proc``) only; elsewhere a no-op.
+    Returns the pids stopped."""
+    if not proc.is_dir():
+        return []
+    mine, stopped = os.getpid(), []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == mine:
+            continue
+        try:
+            variables = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        prefix = f"{OWNER}=".encode()
+        owner = next((v[len(prefix) :] for v in variables if v.startswith(prefix)), b"")
+        if not owner.isdigit() or int(owner) == mine or _alive(int(owner)):
+            continue
+        try:
+            os.kill(int(entry.name), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            continue
+        stopped.append(int(entry.name))
+    return stopped

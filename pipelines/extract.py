@@ -105,6 +105,7 @@ def extract(
     name carries a date in ``[since, until]``. A database source reads from its last watermark minus
     its lookback, or exactly ``[since, until]`` for a backfill (the watermark is then kept).
     """
+    lake.sweep_temporary(stores.lake)  # what a killed writer left beside its final names
     users = read_catalog_csv(stores.landing / "users.csv", C.user_id)
     items = read_catalog_csv(stores.landing / "items.csv", C.item_id, required=(C.available,))
     for name, id_column, table in (("users", C.user_id, users), ("items", C.item_id, items)):
@@ -137,13 +138,13 @@ def extract(
                 report, rejects = extract_postgres(
                     source, stores.lake, low=low, high=high, ingested_at=ingested_at, run_id=run_id
                 )
-                if rejects.num_rows:
-                    warehouse.append(con, "quarantine", rejects)
-                warehouse.append(
-                    con, "extractions",
-                    _manifest_row(run_id, source.name, source.table, None, report, ingested_at,
-                                  low, high, backfill),
-                )  # fmt: skip
+                with warehouse.transaction(con):  # rejects and the window's row: one commit
+                    _replace_rejected_rows(con, rejects)
+                    warehouse.append(
+                        con, "extractions",
+                        _manifest_row(run_id, source.name, source.table, None, report,
+                                      ingested_at, low, high, backfill),
+                    )  # fmt: skip
             reports.append(report)
     return ExtractReport(reports, users.num_rows, items.num_rows)
 
@@ -200,6 +201,23 @@ def _extract_file_source(
                 _manifest_row(run_id, source.name, path.name, checksum, typed, ingested_at),
             )  # fmt: skip
     return report
+
+
+def _replace_rejected_rows(con: duckdb.DuckDBPyConnection, rejects: pa.Table) -> None:
+    """A database window's rejects replace the same rows rejected before: windows overlap (the
+    lookback, a backfill), and a row read twice is one reject, keyed by source and raw row."""
+    if not rejects.num_rows:
+        return
+    if warehouse.table_exists(con, "quarantine"):
+        con.register("_rejects", rejects)
+        try:
+            con.execute(
+                "delete from quarantine where stage = 'extract' and exists (select 1 from "
+                "_rejects r where r.source = quarantine.source and r.raw = quarantine.raw)"
+            )
+        finally:
+            con.unregister("_rejects")
+    warehouse.append(con, "quarantine", rejects)
 
 
 def _midnight(day: date) -> datetime:

@@ -115,9 +115,15 @@ def build_features(
     tables["popular_items"] = popular_items(data, popularity, top_k, available).to_arrow()
     rows = {name: table.num_rows for name, table in tables.items()}
     manifest = content_manifest(tables)
-    with warehouse.connect(stores.warehouse) as wh:
+    # One transaction: a kill leaves the previous feature tables whole, never a mix.
+    with warehouse.connect(stores.warehouse) as wh, warehouse.transaction(wh):
         for name, table in tables.items():
             warehouse.replace(wh, name, table, schema=schema)
+        if warehouse.table_exists(wh, "feature_runs"):  # a rerun of this build: logged once
+            wh.execute(
+                "delete from feature_runs where as_of = ? and features_schema = ? and manifest = ?",
+                [as_of, schema, manifest],
+            )
         warehouse.append(
             wh,
             "feature_runs",

@@ -74,6 +74,8 @@ def publish(
     with warehouse.connect(stores.warehouse) as con, warehouse.transaction(con):
         row = {k: [v] for k, v in asdict(report).items()}
         row["published_at"] = [published_at]
+        if "version" in warehouse.columns(con, "publications"):  # a rerun: recorded once
+            con.execute("delete from publications where version = ?", [pub.version])
         warehouse.append(con, "publications", pa.table(row))
         warehouse.append_history(con, run.directory / "recommendations.parquet", published_at)
         warehouse.publish_views(con, run.directory / "recommendations.parquet")

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -165,7 +166,7 @@ def review_lists(
 
 
 def record_model_run(
-    warehouse_path: Path,
+    con: duckdb.DuckDBPyConnection,
     mlflow_run_id: str,
     version: str,
     run_id: str,
@@ -177,7 +178,8 @@ def record_model_run(
     k: int,
     epochs: int,
 ) -> None:
-    """One row per training decision in the warehouse ``model_runs``, for analysts."""
+    """One row per training decision in the warehouse ``model_runs``, for analysts (the
+    training's commit: see :func:`pipelines.train.train`)."""
     text, number = pa.string(), pa.float64()
     row = {
         "run_id": pa.array([run_id], text),
@@ -196,12 +198,22 @@ def record_model_run(
         },
         "n_users": pa.array([metrics.get("model_n_users")], number),
     }
-    with warehouse.connect(warehouse_path) as con:
-        warehouse.append(con, "model_runs", pa.table(row))
+    warehouse.append(con, "model_runs", pa.table(row))
+
+
+def committed_trainings(warehouse_path: Path) -> set[str]:
+    """MLflow run ids whose decision reached ``model_runs`` (the training's commit)."""
+    if not warehouse_path.exists():
+        return set()
+    with warehouse.connect(warehouse_path, read_only=True) as con:
+        if not warehouse.table_exists(con, "model_runs"):
+            return set()
+        rows = con.execute("select distinct mlflow_run_id from model_runs").fetchall()
+    return {str(r[0]) for r in rows}
 
 
 def record_segment_choices(
-    warehouse_path: Path,
+    con: duckdb.DuckDBPyConnection,
     run_id: str,
     version: str,
     as_of: datetime,
@@ -215,25 +227,24 @@ def record_segment_choices(
     names = list(serving)
     winners = [serving[s] for s in names]
     ts = pa.timestamp("us", tz="UTC")
-    with warehouse.connect(warehouse_path) as con:
-        warehouse.append(
-            con,
-            "segment_choices",
-            pa.table(
-                {
-                    "run_id": [run_id] * len(names),
-                    "model_version": [version] * len(names),
-                    "as_of": pa.array([as_of] * len(names), ts),
-                    "segment": names,
-                    "candidate": winners,
-                    f"precision_at_{k}": [
-                        metrics.get(f"{won[s].replace(':', '_')}_{s}_precision_at_{k}", 0.0)
-                        for s in names
-                    ],
-                    "n_users": [metrics.get(f"baseline_{s}_n_users", 0.0) for s in names],
-                }
-            ),
-        )
+    warehouse.append(
+        con,
+        "segment_choices",
+        pa.table(
+            {
+                "run_id": [run_id] * len(names),
+                "model_version": [version] * len(names),
+                "as_of": pa.array([as_of] * len(names), ts),
+                "segment": names,
+                "candidate": winners,
+                f"precision_at_{k}": [
+                    metrics.get(f"{won[s].replace(':', '_')}_{s}_precision_at_{k}", 0.0)
+                    for s in names
+                ],
+                "n_users": [metrics.get(f"baseline_{s}_n_users", 0.0) for s in names],
+            }
+        ),
+    )
 
 
 AUC_USERS = 2_000

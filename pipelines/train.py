@@ -55,6 +55,7 @@ from pipelines.stores.tracking import (
     find_training,
     load_champion,
     log_training_run,
+    set_aliases,
     training_run,
 )
 
@@ -188,9 +189,10 @@ def train(
 
     ``manifest`` (the feature tables' content, :func:`pipelines.features.content_manifest`)
     with the configuration and the timeline makes the run's input manifest (MLflow tag
-    ``input_manifest``). When a finished training had the same one and its version still
-    serves (is ``@champion``, or ``serve`` is False), nothing is trained: its version, plan
-    and metrics are reused, and the decision says so.
+    ``input_manifest``). When a finished training had the same one and its decision still
+    holds (its version is ``@champion``, or it was not promoted and the champion it kept still
+    is; or ``serve`` is False), nothing is trained: its version, plan and metrics are reused,
+    and the decision says so.
 
     Raises:
         ValueError: there are no positive interactions before the window or before ``as_of``.
@@ -394,13 +396,16 @@ def _evaluate_decide_refit(
         description=review.card,
         propose=serve,
     )
-    record_segment_choices(
-        stores.warehouse, run_id, logged.version, as_of, serving, won, metrics, k
-    )
-    record_model_run(
-        stores.warehouse, logged.run_id, logged.version, run_id, as_of, decision.promote,
-        decision.reason, serving, metrics, k, epochs,
-    )  # fmt: skip
+    # The commit: the warehouse rows in one transaction; the aliases then (a kill in between
+    # is rolled forward by pipelines.stores.tracking.finish_abandoned_runs, a kill before it
+    # rolled back: the version registered without aliases is deleted).
+    with warehouse.connect(stores.warehouse) as con, warehouse.transaction(con):
+        record_segment_choices(con, run_id, logged.version, as_of, serving, won, metrics, k)
+        record_model_run(
+            con, logged.run_id, logged.version, run_id, as_of, decision.promote,
+            decision.reason, serving, metrics, k, epochs,
+        )  # fmt: skip
+    set_aliases(tracking, logged.version, propose=serve, promote=logged.promoted)
     return TrainReport(
         logged.run_id, logged.version, logged.version if serving_params else None,
         decision.promote, decision.reason, serving, epochs, metrics,
@@ -417,15 +422,19 @@ def _input_manifest(manifest: str | None, **config: object) -> str | None:
 
 
 def _reuse(stores: Stores, tracking: Tracking, inputs: str, serve: bool) -> TrainReport | None:
-    """The report of an earlier training with the same inputs whose version still serves."""
+    """The report of an earlier training with the same inputs whose decision still holds."""
     past = find_training(tracking, inputs)
     if past is None:
         return None
     if serve:
         try:
-            if champion_version(tracking) != past.version:
-                return None  # say, rolled back since: train again
+            current = champion_version(tracking)
         except LookupError:
+            current = "none"
+        # Promoted: it must still be the champion. Not promoted: the champion it lost to must
+        # still be the one (the decision compared them). Else (say, a rollback since): train.
+        promoted = past.tags.get("promoted") == "true"
+        if current != (past.version if promoted else past.tags.get("champion_version")):
             return None
     plan = warehouse.serving_plan(stores.warehouse, model_version=past.version)
     if plan is None:

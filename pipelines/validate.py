@@ -61,6 +61,7 @@ def validate(
             raw files stay pending for the next run), and the message names every failed
             expectation, the batch id (this run's id) and the ways forward.
     """
+    lake.finish_staged(stores.lake, "clean", _committed_batches(stores))
     units = pending(stores) if units is None else units
     if not units:
         return ValidateReport([], 0, 0, 0, {}, 0, 0)
@@ -95,49 +96,46 @@ def validate(
         data_docs=str(offline_data_docs(stores.gx_root)) if stores.gx_root else None,
     )
     passes = result.success or accepted is not None
-    # Written aside first, renamed into place after the warehouse commit: a kill before the
-    # commit leaves nothing visible; after it, the files are still pending and the rerun's
-    # quarantine rows replace these (keyed by partition file), so nothing is stored twice.
+    # Written aside first (named by this run), renamed into place after the warehouse commit: a
+    # kill before the commit leaves nothing visible (the next run removes the staged files); a
+    # kill after it is finished by the next run, which renames them (the commit was the verdict).
     staged = []
     if passes:
         by_file = _slices_by(result.clean, "_unit")
         for unit in units:
             rows = by_file.get(str(lake.unit_path(stores.lake, "raw", unit)))
             table = rows.drop("_unit").to_arrow() if rows is not None else EVENTS.empty_table()
-            staged.append(lake.stage_unit(stores.lake, "clean", unit, table))
+            staged.append(lake.stage_unit(stores.lake, "clean", unit, table, run_id=run_id))
+    verdict = pa.table(
+        {
+            "run_id": [run_id],
+            "validated_at": pa.array([now], pa.timestamp("us", tz="UTC")),
+            "units": [",".join(units)],
+            "success": [result.success],
+            "rows_in": [report.rows_in],
+            "rows_clean": [report.rows_clean],
+            "rows_quarantined": [report.rows_quarantined],
+            "quarantine_share": [result.quarantine_share],
+            "expectations_failed": [report.expectations_failed],
+            "failures": ["\n".join(result.failures)],
+            "accepted": pa.array([accepted], pa.string()),
+        }
+    )
+    committed = False
     try:
-        with warehouse.connect(stores.warehouse) as con, warehouse.transaction(con):
-            # A failed batch stays pending in the raw zone and is validated again after the fix,
-            # so only a passing (or accepted) batch quarantines its rows.
-            if passes:
-                warehouse.replace_quarantine(
-                    con,
-                    "validate",
-                    units,
-                    _quarantine_table(stores, result.quarantined, run_id, now),
-                )
-            warehouse.append(
-                con,
-                "validation_runs",
-                pa.table(
-                    {
-                        "run_id": [run_id],
-                        "validated_at": pa.array([now], pa.timestamp("us", tz="UTC")),
-                        "units": [",".join(units)],
-                        "success": [result.success],
-                        "rows_in": [report.rows_in],
-                        "rows_clean": [report.rows_clean],
-                        "rows_quarantined": [report.rows_quarantined],
-                        "quarantine_share": [result.quarantine_share],
-                        "expectations_failed": [report.expectations_failed],
-                        "failures": ["\n".join(result.failures)],
-                        "accepted": pa.array([accepted], pa.string()),
-                    }
-                ),
-            )
+        with warehouse.connect(stores.warehouse) as con:
+            with warehouse.transaction(con):
+                # A failed batch stays pending in the raw zone and is validated again after
+                # the fix, so only a passing (or accepted) batch quarantines its rows.
+                if passes:
+                    rows = _quarantine_table(stores, result.quarantined, run_id, now)
+                    warehouse.replace_quarantine(con, "validate", units, rows)
+                warehouse.append(con, "validation_runs", verdict)
+            committed = True  # the verdict is the commit
     except BaseException:
-        for step in staged:
-            step.abort()
+        if not committed:  # after the commit, the next run renames them (finish_staged)
+            for step in staged:
+                step.abort()
         raise
     if not passes:
         raise ValidationError(
@@ -173,6 +171,19 @@ def _quarantine_table(
         at=now,
     )
     return rows.append_column("part", parts)
+
+
+def _committed_batches(stores: Stores) -> set[str]:
+    """Run ids whose verdict let their batch into the clean zone (passed or accepted)."""
+    if not stores.warehouse.exists():
+        return set()
+    with warehouse.connect(stores.warehouse, read_only=True) as con:
+        if not warehouse.table_exists(con, "validation_runs"):
+            return set()
+        rows = con.execute(
+            "select distinct run_id from validation_runs where success or accepted is not null"
+        ).fetchall()
+    return {str(r[0]) for r in rows}
 
 
 def pending(stores: Stores) -> list[str]:

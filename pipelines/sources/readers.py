@@ -199,6 +199,9 @@ final as (
                 then 'timestamp_out_of_range'
             when nullif(trim(value), '') is not null and parsed_value is null
                 then 'value_not_a_number'
+            -- NaN and infinities (JSON's non-standard NaN/Infinity, "nan", "inf", 1e400):
+            -- no weight or rating means them, and every sum they enter becomes one.
+            when isnan(parsed_value) or isinf(parsed_value) then 'value_not_finite'
         end as reason
     from mapped
 )

@@ -149,10 +149,15 @@ def read_part(lake: Path, zone: str, part: str) -> pa.Table:
     return pa.concat_tables([pq.read_table(p, schema=EVENTS) for p in paths])
 
 
+STAGED = ".staged"
+"""Suffix of a partition file staged by a run: ``.<file>.<run id>.staged`` beside its final name."""
+
+
 @dataclass(frozen=True)
 class StagedUnit:
     """A partition file written beside its final name: :meth:`commit` renames it into place,
-    :meth:`abort` removes it."""
+    :meth:`abort` removes it. Its name carries the run id, so a kill between the run's commit
+    and the renames is finished by :func:`finish_staged`."""
 
     tmp: Path
     final: Path
@@ -165,13 +170,41 @@ class StagedUnit:
         self.tmp.unlink(missing_ok=True)
 
 
-def stage_unit(lake: Path, zone: str, unit: str, events: pa.Table) -> StagedUnit:
-    """Write one partition file aside, to be renamed into place later (:class:`StagedUnit`)."""
+def stage_unit(lake: Path, zone: str, unit: str, events: pa.Table, *, run_id: str) -> StagedUnit:
+    """Write one partition file aside for ``run_id``, to be renamed into place later
+    (:class:`StagedUnit`)."""
     final = zone_dir(lake, zone) / unit
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    tmp = final.parent / f".{final.name}.{check_part(run_id)}{STAGED}"
     pq.write_table(conform(events, EVENTS, f"{zone} events {unit}"), tmp, compression="zstd")
     return StagedUnit(tmp, final)
+
+
+def finish_staged(lake: Path, zone: str, committed: set[str]) -> tuple[list[str], list[str]]:
+    """Finish what a killed run staged in ``zone``: files of a run in ``committed`` (its verdict
+    is in the warehouse) are renamed into place (rolled forward), the others removed. Returns
+    (units rolled forward, units dropped)."""
+    root = zone_dir(lake, zone)
+    forward, dropped = [], []
+    for tmp in sorted(root.glob(f"dt=*/.*{STAGED}")):
+        name, _, run_id = tmp.name[1 : -len(STAGED)].rpartition(".parquet.")
+        unit = f"{tmp.parent.name}/{name}.parquet"
+        if run_id in committed:
+            os.replace(tmp, root / unit)
+            forward.append(unit)
+        else:
+            tmp.unlink()
+            dropped.append(unit)
+    return forward, dropped
+
+
+def sweep_temporary(lake: Path) -> list[Path]:
+    """Remove the ``.*.tmp`` files a killed writer left beside their final names (call while
+    holding the run lock: no other writer is live). Returns what was removed."""
+    stale = sorted(lake.rglob(".*.tmp")) if lake.exists() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_unit(lake: Path, zone: str, unit: str, events: pa.Table) -> Path:

@@ -57,6 +57,8 @@ class ScoredWriter:
     def __init__(self, lake: Path, run_id: str) -> None:
         self.dir = scored_dir(lake, run_id)
         self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob(".*.tmp"):  # an earlier attempt of this run, killed
+            stale.unlink(missing_ok=True)
         self.run_id = run_id
         self._tag = uuid.uuid4().hex
         self._tmp = self.dir / f".recommendations.parquet.{self._tag}.tmp"

@@ -246,6 +246,9 @@ def publish_recommendations(
     )
     with store.connect() as conn:
         with_lock_retries(lambda: _prepare(store, conn))
+        live = _live(store, conn)
+        if live is not None and (live.run_id, live.checksum) == (run_id, publication.checksum):
+            return live  # a rerun after a kill past the swap: already served, not a new version
         try:
             with conn.cursor() as cur:
                 for name, table in tables.items():
@@ -266,6 +269,20 @@ def publish_recommendations(
             raise
         _drop_old_versions(store, conn, keep)
     return publication
+
+
+def _live(store: ServingStore, conn: Any) -> Publication | None:
+    """The publication served now (None before the first, or if its tables are gone)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select run_id, model_version, n_users, n_rows, checksum, version from publications "
+            "where version is not null and seq is not null order by seq desc limit 1"
+        )
+        row = cur.fetchone()
+        if row is None or not _exists(store, cur, f"recommendations__v_{row[5]}"):
+            return None
+    run, model, users, rows, checksum, version = row
+    return Publication(str(run), str(model), int(users), int(rows), str(checksum), str(version))
 
 
 def _add_key(store: ServingStore, cur: Any, table: str, columns: str) -> None:

@@ -130,8 +130,8 @@ class LoggedModel:
 @contextmanager
 def training_run(tracking: Tracking, run_name: str, tags: dict[str, str]) -> Iterator[str]:
     """An MLflow run that spans a whole training (its duration is the training's): yields its
-    id; ended FINISHED on exit, FAILED if the body raises (a kill leaves it RUNNING, which
-    :func:`finish_abandoned_runs` marks FAILED at the next training)."""
+    id; ended FINISHED on exit, FAILED if the body raises (a kill leaves it RUNNING);
+    :func:`finish_abandoned_runs` finalises either at the next training."""
     experiment_id = tracking.activate()
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
@@ -161,10 +161,9 @@ def log_training_run(
     propose: bool = True,
 ) -> LoggedModel:
     """Log params, metrics, ``artifacts`` (a folder: plots, the model card) and the pyfunc
-    model; register it as a new version with ``description``, alias it ``challenger`` if
-    ``propose`` (tonight's proposal: a backfill's version is not), and ``champion`` if
-    ``promote`` (the one it replaces becomes ``previous-champion``). The
-    decision is recorded as tags on the run and the version. Logs into the active run (see
+    model; register it as a new version with ``description``, without aliases (the caller
+    commits the decision, then calls :func:`set_aliases`). The decision, with ``promote`` and
+    ``propose``, is recorded as tags on the run and the version. Logs into the active run (see
     :func:`training_run`) when there is one, else into a run of its own."""
     experiment_id = tracking.activate()
     active = mlflow.active_run()
@@ -195,15 +194,25 @@ def log_training_run(
             )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in {**tags, "promoted": str(promote).lower()}.items():
+    marks = {"promoted": str(promote).lower(), "proposed": str(propose).lower()}
+    for key, value in {**tags, **marks}.items():
         client.set_model_version_tag(tracking.model_name, version, key, value)
     if description:
         client.update_model_version(tracking.model_name, version, description=description)
+    return LoggedModel(run.info.run_id, version, promote)
+
+
+def set_aliases(tracking: Tracking, version: str, *, propose: bool, promote: bool) -> None:
+    """After the training's commit: alias ``version`` ``challenger`` if ``propose`` (tonight's
+    proposal: a backfill's version is not), and ``champion`` if ``promote`` (the one it
+    replaces becomes ``previous-champion``). Idempotent: rolling forward after a kill in here
+    ends where an uninterrupted call does."""
+    tracking.activate()
+    client = MlflowClient()
     if propose:
         client.set_registered_model_alias(tracking.model_name, CHALLENGER, version)
     if promote:
         _move_champion(client, tracking.model_name, version)
-    return LoggedModel(run.info.run_id, version, promote)
 
 
 def _alias(client: MlflowClient, model_name: str, alias: str) -> str | None:
@@ -258,29 +267,49 @@ def find_training(tracking: Tracking, manifest: str) -> PastTraining | None:
 
 @dataclass(frozen=True)
 class Debris:
-    """What :func:`finish_abandoned_runs` cleaned up."""
+    """What :func:`finish_abandoned_runs` rolled back: runs marked FAILED, versions deleted."""
 
     runs_failed: list[str]
     versions_deleted: list[str]
 
 
-def finish_abandoned_runs(tracking: Tracking, *, by_run: str) -> Debris:
-    """Finalise what a killed run left in MLflow. Called while holding the run lock, so no
-    other training is live: every run still RUNNING in the experiment was abandoned. It is
-    marked FAILED (tag ``abandoned_by``), and a version it registered that no alias points to
-    (it never served) is deleted."""
+def finish_abandoned_runs(tracking: Tracking, *, by_run: str, committed: set[str]) -> Debris:
+    """Finalise what a killed training left in MLflow. Called while holding the run lock, so no
+    other training is live: every run not FINISHED and not finalised yet was interrupted.
+
+    ``committed`` holds the MLflow run ids whose decision reached the warehouse
+    (``model_runs``, the training's commit). Such a run is rolled forward: its version gets
+    the aliases its tags ``proposed`` and ``promoted`` call for (:func:`set_aliases`) and the
+    run is marked FINISHED. Any other is rolled back: marked FAILED (tag ``abandoned_by``) and
+    the versions it registered are deleted (they never had an alias: aliases come after the
+    commit)."""
     experiment_id = tracking.activate()
     client = MlflowClient()
-    stuck = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    found = client.search_runs([experiment_id], filter_string="attributes.status != 'FINISHED'")
     failed, deleted = [], []
-    for run in stuck:
-        client.set_tag(run.info.run_id, "abandoned_by", by_run)
-        client.set_terminated(run.info.run_id, status="FAILED")
-        failed.append(run.info.run_id)
-        for version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
-            if not version.aliases:
+    for run in found:
+        run_id = run.info.run_id
+        if "finalised_by" in run.data.tags:
+            continue  # finalised once already
+        versions = client.search_model_versions(f"run_id = '{run_id}'")
+        if run_id in committed:
+            for version in versions:
+                tags = version.tags
+                set_aliases(
+                    tracking, str(version.version), propose=tags.get("proposed") == "true",
+                    promote=tags.get("promoted") == "true",
+                )  # fmt: skip
+            client.set_tag(run_id, "finalised_by", by_run)
+            client.set_terminated(run_id, status="FINISHED")
+            continue
+        for version in versions:
+            if not version.aliases:  # (a version of an older release may still serve)
                 client.delete_model_version(version.name, version.version)
                 deleted.append(str(version.version))
+        client.set_tag(run_id, "abandoned_by", by_run)
+        client.set_tag(run_id, "finalised_by", by_run)
+        client.set_terminated(run_id, status="FAILED")
+        failed.append(run_id)
     return Debris(failed, deleted)
 
 

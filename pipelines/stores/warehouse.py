@@ -172,6 +172,14 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str, schema: str = LATES
     return bool(rows[0][0])
 
 
+def columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """The column names of ``table`` (empty when it does not exist)."""
+    rows = con.execute(
+        "select column_name from information_schema.columns where table_name = ?", [table]
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
 def read_tables(path: Path, *names: str, schema: str = LATEST) -> list[pl.DataFrame]:
     """Whole tables of ``schema`` as Polars frames, from one read-only connection.
 

@@ -137,3 +137,23 @@ def test_untypeable_rows_are_quarantined_not_lost(setup: tuple[Paths, PostgresSo
     assert [(r, s) for r, s, _ in rows] == [("missing_event_id", "postgres:app_events")]
     assert '"user_id": "u1"' in rows[0][2]
     assert (read, written, rejected) == (4, 3, 1)
+
+
+def test_a_row_rejected_in_overlapping_windows_is_one_reject(
+    setup: tuple[Paths, PostgresSource],
+) -> None:
+    """The lookback re-reads the last day, a backfill re-reads its days: the bad row in both is
+    quarantined once (keyed by source and raw row), not once per window."""
+    paths, source = setup
+    _insert(source.url, [("", "u1", "i1", "view", _ts(3, 5), None)])
+    _run(paths, source, _ts(3, 12))
+    _run(paths, source, _ts(4, 12))  # from day 2: the bad row is read again
+    _run(paths, source, _ts(4, 13), since=date(2026, 10, 3), until=date(2026, 10, 3))
+    import duckdb
+
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    rows = con.sql("select reason from quarantine").fetchall()
+    reads = con.sql("select rows_rejected from extractions order by extracted_at").fetchall()
+    con.close()
+    assert [r for (r,) in reads] == [1, 1, 1]  # every window saw it
+    assert rows == [("missing_event_id",)]

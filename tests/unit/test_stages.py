@@ -33,7 +33,7 @@ from pipelines.score import ScoreReport, score
 from pipelines.sources.importers import import_movielens
 from pipelines.sources.readers import FileSource
 from pipelines.stores import Stores, lake, scored, warehouse
-from pipelines.stores.tracking import Tracking, log_training_run
+from pipelines.stores.tracking import Tracking, log_training_run, set_aliases
 from pipelines.suites.events import ValidationThresholds
 from pipelines.train import TrainReport, train
 from pipelines.validate import validate
@@ -405,9 +405,10 @@ def test_champion_from_movielens_reads_its_own_attributes_for_new_users(
     )
     data = TrainingData(interactions, users, items, features.as_of)
     fitted = LightFMRecommender.fit(data, LightFMParams(epochs=10, num_threads=1))
-    log_training_run(
+    logged = log_training_run(
         world.tracking, fitted, run_name="ml", params={}, metrics={}, tags={}, promote=True
     )
+    set_aliases(world.tracking, logged.version, propose=True, promote=True)
     model = mlflow.pyfunc.load_model("models:/recs@champion")
     inputs = {spec.name for spec in model.metadata.get_input_schema().inputs}
     assert {"user_id", "gender", "occupation"} <= inputs
