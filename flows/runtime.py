@@ -79,14 +79,17 @@ def claim_children() -> None:
     os.environ[OWNER] = str(os.getpid())
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, proc: Path) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
         return True
-    return True
+    try:  # a zombie (killed, its parent has not waited for it yet) is not alive
+        return (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def reap_orphans(proc: Path = Path("/proc")) -> list[int]:
@@ -106,7 +109,7 @@ def reap_orphans(proc: Path = Path("/proc")) -> list[int]:
             continue
         prefix = f"{OWNER}=".encode()
         owner = next((v[len(prefix) :] for v in variables if v.startswith(prefix)), b"")
-        if not owner.isdigit() or int(owner) == mine or _alive(int(owner)):
+        if not owner.isdigit() or int(owner) == mine or _alive(int(owner), proc):
             continue
         try:
             os.kill(int(entry.name), signal.SIGTERM)

@@ -50,8 +50,8 @@ def test_the_child_of_a_killed_command_is_stopped_and_a_live_ones_is_not() -> No
     killed, orphan = _start_owner()
     live, kept = _start_owner()
     try:
-        killed.kill()  # kill -9: its child is orphaned, still running
-        killed.wait()
+        killed.kill()  # kill -9: its child is orphaned, still running; not waited for yet,
+        # the owner is a zombie (as when its shell has not reaped it): dead all the same
         assert not _gone(orphan, timeout_s=0.5)
         stopped = reap_orphans()
         assert orphan in stopped
@@ -59,8 +59,9 @@ def test_the_child_of_a_killed_command_is_stopped_and_a_live_ones_is_not() -> No
         assert _gone(orphan)
         assert not _gone(kept, timeout_s=0.5)
     finally:
-        live.kill()
-        live.wait()
+        for owner in (killed, live):
+            owner.kill()
+            owner.wait()
         for pid in (orphan, kept):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
