@@ -332,6 +332,25 @@ def _decide(batch: str, action: Literal["accept", "skip"], reason: str) -> None:
         print(f"  {v.rows_clean:,} clean, {v.rows_quarantined:,} quarantined")
 
 
+@app.command()
+def tune(
+    as_of: AsOf = None,
+    trials: Annotated[int, typer.Option(min=1, help="trials in the study")] = 30,
+    timeout_minutes: Annotated[float, typer.Option(min=0.1, help="stop the study after")] = 60.0,
+    seed: Annotated[int, typer.Option(help="the sampler's seed")] = 0,
+) -> None:
+    """Tune LightFM and the signal (Optuna) on the window before the nightly's; the nightly
+    trains with the best from then on (RECS_USE_TUNED)."""
+    from flows.operations import tune_flow
+
+    r = tune_flow(as_of=as_of, n_trials=trials, timeout_minutes=timeout_minutes, seed=seed)
+    print(
+        f"{r.n_trials} trials ({r.n_pruned} pruned) on {r.n_users:,} users of "
+        f"[{r.window_start:%Y-%m-%d}, {r.window_end:%Y-%m-%d}): precision {r.best_value:.4f}, "
+        f"the configuration in use {r.default_value:.4f}; MLflow run {r.mlflow_run_id}"
+    )
+
+
 @model_app.command("rollback")
 def model_rollback(as_of: AsOf = None) -> None:
     """Move champion back to previous-champion, then score and publish with it."""

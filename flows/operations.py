@@ -1,6 +1,6 @@
-"""The operator's flows beside the nightly: a backfill of a date range, retrain-only, score and
-publish with the current champion, and a rollback to the previous champion. Each is a deployment
-in ``prefect.yaml``; like the nightly, they wire stages and compute nothing.
+"""The operator's flows beside the nightly: a backfill of a date range, retrain-only, a tuning
+study, score and publish with the current champion, and a rollback to the previous champion.
+Each is a deployment in ``prefect.yaml``; like the nightly, they wire stages and compute nothing.
 """
 
 from __future__ import annotations
@@ -8,10 +8,25 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 
-from flows.nightly import Run, _extract, _features, _publish, _score, _train, _validate
+from flows.nightly import (
+    Run,
+    _extract,
+    _features,
+    _options,
+    _publish,
+    _score,
+    _signal,
+    _train,
+    _validate,
+    tuned,
+)
+from models.params import LightFMParams
 from pipelines.stores.tracking import champion_version, rollback_champion
+from pipelines.tune import TuneReport, tune
+
+tune_task = task(name="tune-lightfm")(tune)
 
 
 def night_as_of(day: date) -> datetime:
@@ -71,6 +86,32 @@ def retrain_flow(as_of: datetime | None = None) -> dict[str, Any]:
         resolved = _resolve(run, as_of)
         # No manifest: asked to retrain, it trains even when the inputs are unchanged.
         return {"features": _features(run, resolved), "train": _train(run, resolved, None)}
+
+
+@flow(name="tune")
+def tune_flow(
+    as_of: datetime | None = None, n_trials: int = 30, timeout_minutes: float = 60.0, seed: int = 0
+) -> TuneReport:
+    """An Optuna study over LightFM's hyperparameters and the signal settings, on the window
+    before the nightly's own (``pipelines/tune.py``: trials are MLflow child runs, pruned per
+    epoch); the best configuration is recorded in the warehouse ``tuning_runs`` and the nightly
+    trains with it from then on (the gate still decides whether it replaces the champion).
+    Tunes on the clean lake as it is (no extraction)."""
+    with Run.start() as run:
+        s = run.settings
+        found = tuned(run)  # a study starts from the configuration in use
+        base = found.params if found else LightFMParams()
+        report = _options(run, tune_task)(
+            s.stores(), s.tracking(), as_of=_resolve(run, as_of), holdout_days=s.holdout_days,
+            k=s.top_k, base=base.model_copy(update={"num_threads": s.num_threads}),
+            signal=_signal(run), n_trials=n_trials, timeout_s=timeout_minutes * 60,
+            run_id=run.run_id, seed=seed,
+        )  # fmt: skip
+        get_run_logger().info(
+            "tuned: precision@%d %.4f over %d trials (%d pruned); in use before: %.4f",
+            s.top_k, report.best_value, report.n_trials, report.n_pruned, report.default_value,
+        )  # fmt: skip
+        return report
 
 
 @flow(name="score-and-publish")

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     signal: SignalParams = Field(
         default_factory=SignalParams, description="How events become training signal"
     )
+    use_tuned: bool = Field(
+        True,
+        description="Train with the latest `recs tune` study's LightFM and signal settings "
+        "(warehouse tuning_runs) instead of LightFM's defaults and RECS_SIGNAL__*",
+    )
     gate: GateParams = Field(default_factory=GateParams, description="When a challenger wins")
     ease: EASEParams = Field(default_factory=EASEParams, description="The EASE candidate")
     recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")

@@ -411,6 +411,7 @@ TABLE_COMMENTS = {
     "feature_runs": "One row per feature build: as_of, window start, rows per table.",
     "segment_choices": "One row per run x user segment: the candidate serving it and its P@K.",
     "model_runs": "One row per training decision: runs, version, as_of, promoted, reasons, P@K.",
+    "tuning_runs": "One row per tuning study: window, trials, best and in-use precision, params.",
     "publications": "One row per publish: run, model version, users, rows, checksum.",
     "recommendations": "The latest published lists: one row per user_id x rank (a view).",
     "recommendations_history": "Every published version: one row per run_id x user_id x rank.",
