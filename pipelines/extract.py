@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
+from tqdm import tqdm
 
 from features.contracts import C
 from pipelines.sources.files import (
@@ -172,7 +173,8 @@ def _extract_file_source(
             "`recs import ...` or drop exports there"
         )
     backfill = since is not None or until is not None
-    for path in files:
+    # A progress bar in a terminal (none when stderr is not one: Prefect logs, CI).
+    for path in tqdm(files, desc=f"extract {source.name}", unit="file", disable=None, leave=False):
         checksum = file_checksum(path)
         day = file_date(path)
         in_range = (

@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
+from tqdm import tqdm
 
 from features.build import FEATURE_TABLES, register_inputs, run_sql
 from features.contracts import C
@@ -93,7 +94,7 @@ def build_features(
     try:
         register_inputs(con, **lake_inputs(stores, as_of))
         sql = signal.sql_params()
-        for name in FEATURE_TABLES:
+        for name in tqdm(FEATURE_TABLES, desc="features", unit="table", disable=None, leave=False):
             if name == "holdout":
                 tables[name] = run_sql(con, name, start=start, end=as_of, **sql)
                 continue

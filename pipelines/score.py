@@ -17,6 +17,7 @@ from typing import Protocol
 
 import polars as pl
 import pyarrow as pa
+from tqdm import tqdm
 
 from features.contracts import RECOMMENDATIONS, C, conform
 from models.base import TrainingData
@@ -139,7 +140,9 @@ def score(
         constants["model_version"] = champion.version
     aggregates, by_source = [], pl.DataFrame(schema={C.source: pl.String, "n": pl.UInt32})
     try:
-        for chunk in users.iter_slices(chunk_users):
+        chunks = tqdm(users.iter_slices(chunk_users), total=-(-users.height // chunk_users),
+                      desc="score", unit="chunk", disable=None, leave=False)  # fmt: skip
+        for chunk in chunks:
             tick = time.perf_counter()
             chunk_excluded = excluded.join(chunk.select(C.user_id), on=C.user_id, how="semi")
             lists = _chunk_lists(

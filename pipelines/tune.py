@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -253,7 +254,10 @@ def tune(
                           tags=tags) as parent:  # fmt: skip
         mlflow.log_params({"n_trials": n_trials, "timeout_s": timeout_s, "k": k, "seed": seed,
                            "holdout_days": holdout_days})  # fmt: skip
-        study.optimize(objective, n_trials=n_trials, timeout=timeout_s, gc_after_trial=True)
+        study.optimize(
+            objective, n_trials=n_trials, timeout=timeout_s, gc_after_trial=True,
+            show_progress_bar=sys.stderr.isatty(),  # a bar in a terminal, none in logs
+        )  # fmt: skip
         best_params, best_signal = suggest(optuna.trial.FixedTrial(study.best_params), base,
                                            signal)  # fmt: skip
         epochs = int(study.best_trial.user_attrs.get("epochs", base.epochs))
