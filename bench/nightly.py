@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 SERVING_K = 100
@@ -107,12 +108,17 @@ def _in_child(fn: Callable[..., None], *args: Any) -> list[tuple[str, Any]]:
     queue = ctx.Queue()
     proc = ctx.Process(target=fn, args=(*args, queue))
     proc.start()
+    # Read while the child runs: a child cannot exit before what it put is read (join first
+    # deadlocks once the training's metrics outgrow the pipe's buffer, as they did on `large`).
+    out = []
+    while proc.is_alive() or not queue.empty():
+        try:
+            out.append(queue.get(timeout=0.2))
+        except Empty:
+            continue
     proc.join()
     if proc.exitcode != 0:
         raise RuntimeError(f"{fn.__name__}{args} failed with exit code {proc.exitcode}")
-    out = []
-    while not queue.empty():
-        out.append(queue.get())
     return out
 
 
