@@ -40,7 +40,7 @@ from pipelines.stores.tracking import finish_abandoned_runs
 from pipelines.stores.warehouse import features_schema
 from pipelines.suites.runner import ValidationError
 from pipelines.train import TrainReport, train
-from pipelines.tune import Tuned, latest_tuning
+from pipelines.tune import latest_tuning
 from pipelines.validate import BatchDecision, ValidateReport, decide_batch, validate
 
 P = ParamSpec("P")
@@ -155,22 +155,22 @@ def _validate(run: Run, units: list[str] | None) -> ValidateReport:
     return report
 
 
-def tuned(run: Run) -> Tuned | None:
-    """The latest study's configuration, when the settings say to use it."""
+def configuration(run: Run) -> tuple[LightFMParams, SignalParams]:
+    """The LightFM params (on the settings' threads) and the signal a run trains with: the
+    latest study's when the settings say to use it, else the defaults and the settings'."""
     s = run.settings
-    return latest_tuning(s.stores().warehouse) if s.use_tuned else None
-
-
-def _signal(run: Run) -> SignalParams:
-    found = tuned(run)
-    return found.signal if found else run.settings.signal
+    found = latest_tuning(s.stores().warehouse) if s.use_tuned else None
+    params = found.params if found else LightFMParams()
+    return params.model_copy(update={"num_threads": s.num_threads}), (
+        found.signal if found else s.signal
+    )
 
 
 def _features(run: Run, as_of: datetime, backfill: bool = False) -> FeaturesReport:
     s = run.settings
     return _options(run, features_task)(
         s.stores(), as_of=as_of, holdout_days=s.holdout_days, top_k=s.serving_k,
-        signal=_signal(run),
+        signal=configuration(run)[1],
         popularity=s.popularity, schema=features_schema(as_of, backfill=backfill),
     )  # fmt: skip
 
@@ -191,12 +191,10 @@ def _train(
             "finalised %d MLflow run(s) a killed run left RUNNING (%s); deleted versions %s",
             len(debris.runs_failed), ", ".join(debris.runs_failed), debris.versions_deleted,
         )  # fmt: skip
-    found = tuned(run)
-    default = found.params if found else LightFMParams()
+    default, signal = configuration(run)
     report = _options(run, train_task)(
-        s.stores(), s.tracking(),
-        params=params or default.model_copy(update={"num_threads": s.num_threads}),
-        signal=_signal(run), popularity=s.popularity, ease=s.ease, gate=s.gate, k=s.top_k,
+        s.stores(), s.tracking(), params=params or default,
+        signal=signal, popularity=s.popularity, ease=s.ease, gate=s.gate, k=s.top_k,
         run_id=run.run_id,
         as_of=as_of, window_start=as_of - timedelta(days=s.holdout_days), serve=serve,
         features_schema=features_schema(as_of, backfill=not serve), manifest=manifest,

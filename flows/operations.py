@@ -17,12 +17,10 @@ from flows.nightly import (
     _options,
     _publish,
     _score,
-    _signal,
     _train,
     _validate,
-    tuned,
+    configuration,
 )
-from models.params import LightFMParams
 from pipelines.stores.tracking import champion_version, rollback_champion
 from pipelines.tune import TuneReport, tune
 
@@ -99,12 +97,11 @@ def tune_flow(
     Tunes on the clean lake as it is (no extraction)."""
     with Run.start() as run:
         s = run.settings
-        found = tuned(run)  # a study starts from the configuration in use
-        base = found.params if found else LightFMParams()
+        base, signal = configuration(run)  # a study starts from the configuration in use
         report = _options(run, tune_task)(
             s.stores(), s.tracking(), as_of=_resolve(run, as_of), holdout_days=s.holdout_days,
-            k=s.top_k, base=base.model_copy(update={"num_threads": s.num_threads}),
-            signal=_signal(run), n_trials=n_trials, timeout_s=timeout_minutes * 60,
+            k=s.top_k, base=base,
+            signal=signal, n_trials=n_trials, timeout_s=timeout_minutes * 60,
             run_id=run.run_id, seed=seed,
         )  # fmt: skip
         get_run_logger().info(
