@@ -351,6 +351,19 @@ def tune(
     )
 
 
+@app.command()
+def doctor() -> None:
+    """Check every service the settings point at (reachable, version, permissions) and print
+    a table; exits 1 when a check fails."""
+    from flows.doctor import FAIL, run_checks, table
+    from flows.settings import Settings
+
+    checks = run_checks(Settings())
+    print(table(checks))
+    if any(c.status == FAIL for c in checks):
+        raise typer.Exit(1)
+
+
 @model_app.command("rollback")
 def model_rollback(as_of: AsOf = None) -> None:
     """Move champion back to previous-champion, then score and publish with it."""

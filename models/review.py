@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from scipy.stats import rankdata
 
 from features.contracts import C
 from models.evaluate import series_mean
@@ -42,8 +43,8 @@ def per_user_at_k(recs: pl.DataFrame, holdout: pl.DataFrame, ks: tuple[int, ...]
     relevant = holdout.select(C.user_id, C.item_id).unique()
     n_rel = relevant.group_by(C.user_id).agg(n_rel=pl.len())
     hits = (
-        recs.filter(pl.col(C.rank) <= max(ks))
-        .select(C.user_id, C.item_id, C.rank)
+        recs.select(C.user_id, C.item_id, C.rank)
+        .filter(pl.col(C.rank) <= max(ks))
         .join(relevant, on=[C.user_id, C.item_id], how="inner")
         .sort(C.user_id, C.rank)
         .with_columns(n_hit=pl.int_range(1, pl.len() + 1).over(C.user_id))
@@ -93,17 +94,26 @@ def beyond_accuracy(
     """
     floor = 1.0 / max(n_catalog, 1)  # an item nobody touched counts as one in the catalog
     catalog_mean = series_mean(popularity["share"]) or floor
-    scored = recs.join(popularity, on=C.item_id, how="left").with_columns(
-        pl.col("share").fill_null(0.0)
+    # A fixed row order: means summed in another order differ in the last bits, and a rerun on
+    # the same data must log the same numbers. Only the columns read, the categories as codes
+    # (diversity compares them): 100-long lists of every window user are millions of rows.
+    scored = (
+        recs.select(C.user_id, C.rank, C.item_id)
+        .sort(C.user_id, C.rank)
+        .join(popularity, on=C.item_id, how="left", maintain_order="left")
+        .with_columns(pl.col("share").fill_null(0.0))
     )
     if category is not None:
-        scored = scored.join(category, on=C.item_id, how="left")
-    # A fixed row order: means summed in another order differ in the last bits, and a rerun on
-    # the same data must log the same numbers.
-    scored = scored.sort(C.user_id, C.rank)
+        codes = category.select(C.item_id, pl.col("category").rank("dense").alias("category"))
+        scored = scored.join(codes, on=C.item_id, how="left", maintain_order="left")
     out: dict[str, float] = {}
+    longest = scored[C.rank].max() if scored.height else 0
     for k in ks:
-        top = scored.filter(pl.col(C.rank) <= k)
+        top = (
+            scored
+            if isinstance(longest, int) and longest <= k
+            else scored.filter(pl.col(C.rank) <= k)
+        )
         if top.height == 0:
             continue
         mean_pop = series_mean(top["share"])
@@ -380,14 +390,4 @@ def auc(scores: np.ndarray, relevant: list[np.ndarray], excluded: list[np.ndarra
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, ties given their average rank (as the Mann-Whitney U statistic wants)."""
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    ranks = np.empty(values.size, dtype=np.float64)
-    start = 0
-    while start < values.size:
-        stop = start + 1
-        while stop < values.size and sorted_values[stop] == sorted_values[start]:
-            stop += 1
-        ranks[order[start:stop]] = (start + stop + 1) / 2
-        start = stop
-    return ranks
+    return np.asarray(rankdata(values, method="average"), dtype=np.float64)

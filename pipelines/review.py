@@ -47,6 +47,8 @@ from pipelines.stores import Stores, lake, warehouse
 from pipelines.stores.tracking import log_step
 
 CARD = "model_card.md"
+LIST_COLUMNS = (C.user_id, C.rank, C.item_id, C.score)
+"""What the review reads of a list (no ``source``: a list's candidate is its name)."""
 
 
 @dataclass(frozen=True)
@@ -69,100 +71,132 @@ def item_category(items: pl.DataFrame) -> pl.DataFrame | None:
     return None
 
 
-def write_review(
-    directory: Path,
-    *,
-    lists: dict[str, pl.DataFrame],
-    holdout: pl.DataFrame,
-    window_users: pl.DataFrame,
-    data: TrainingData,
-    curve: list[float],
-    best_epoch: int,
-    k: int,
-    item_embeddings: tuple[pl.Series, np.ndarray],
-    facts: CardFacts,
-    extra: dict[str, float] | None = None,
-    other_lists: dict[str, pl.DataFrame] | None = None,
-    fit_curve: list[float] | None = None,
-) -> Review:
-    """Metrics, plots and the model card of one training into ``directory``.
+class Reviewer:
+    """The review of one training, built candidate by candidate.
+
+    Each candidate's lists (as long as the review's longest cut-off) are reduced to their
+    metrics as they arrive (:meth:`add`); only the candidates the plots and the card show keep
+    their top-``k`` rows and the intervals of their means. One candidate's lists are held at a
+    time: on ``large`` (43k window users x 100 rows) that is ~260 MB each, and holding the
+    dozen candidates' at once made training peak at 6.8 GB.
 
     Args:
-        lists: candidate -> its lists (``model``, ``baseline``, ``champion``), 100 long, for
-            the same window users.
         holdout: the window's truth; ``window_users``: its users with ``user_segment``.
         data: what the candidates were fitted on (before the window).
-        curve: the validation metric per epoch; ``best_epoch`` the epoch kept; ``fit_curve``
-            the same metric on training users' own data (the loss proxy), when measured.
-        k: the gate's cut-off (the per-segment bars and the long tail use it).
-        item_embeddings: (item ids, embeddings) of the registered version.
-        facts: what the model card says besides the metrics.
-        extra: metrics computed elsewhere (AUC) that the card and the run report too.
-        other_lists: more baselines (popularity over other windows, within segments): in
-            the metrics, not in the plots or the card's table.
+        k: the gate's cut-off (the per-segment bars, the long tail and the score plot use it).
     """
-    users = data.interactions.group_by(C.user_id).agg(n_train=pl.len())
-    segments = user_segments(window_users.select(C.user_id, "user_segment"), users)
-    touched = data.interactions.group_by(C.item_id).agg(n=pl.col(C.user_id).n_unique())
-    n_train_users = max(data.interactions[C.user_id].n_unique(), 1)
-    popularity = (
-        data.items.select(C.item_id)
-        .join(touched, on=C.item_id, how="left")
-        .select(C.item_id, share=pl.col("n").fill_null(0) / n_train_users)
-    )
-    new_items = popularity.filter(pl.col("share") == 0)[C.item_id]
-    category = item_category(data.items)
-    metrics = review_metrics(
-        {**lists, **(other_lists or {})}, holdout, segments, new_items, popularity,
-        data.items.height, KS, category,
-    )  # fmt: skip
-    metrics.update(extra or {})
-    candidates = list(lists)
-    ids, embeddings = item_embeddings
-    labels = None
-    if category is not None:
-        by_id = dict(zip(category[C.item_id], category["category"], strict=True))
-        labels = [str(by_id.get(i)) for i in ids]
-    figures = {
-        "learning_curve": learning_curve(curve, best_epoch, f"precision@{k}", fit_curve),
-        "precision_at_k": metric_at_k(metrics, candidates, "precision", KS),
-        "recall_at_k": metric_at_k(metrics, candidates, "recall", KS),
-        "segments": segment_bars(metrics, candidates, [*SEGMENT_NAMES], f"precision_at_{k}"),
-        "long_tail": long_tail(lists, popularity, k),
-        "item_embeddings": embedding_projection(embeddings, labels),
-        "scores": score_distribution({c: lists[c] for c in candidates if c != "baseline"}, k),
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    files = save(figures, directory)
-    text = model_card(facts, metrics, candidates, KS, intervals(lists, holdout, KS))
-    (directory / CARD).write_text(text)
-    return Review(metrics, text, [*files, directory / CARD])
+
+    SHOWN = ("model", "baseline", "champion", "ease")
+    """The candidates in the plots and the card's table, in this order."""
+    BLOCK = 10_000
+    """Users scored at a time for a model's review lists."""
+
+    def __init__(
+        self, holdout: pl.DataFrame, window_users: pl.DataFrame, data: TrainingData, k: int
+    ) -> None:
+        users = data.interactions.group_by(C.user_id).agg(n_train=pl.len())
+        self.segments = user_segments(window_users.select(C.user_id, "user_segment"), users)
+        touched = data.interactions.group_by(C.item_id).agg(n=pl.col(C.user_id).n_unique())
+        n_train_users = max(data.interactions[C.user_id].n_unique(), 1)
+        self.popularity = (
+            data.items.select(C.item_id)
+            .join(touched, on=C.item_id, how="left")
+            .select(C.item_id, share=pl.col("n").fill_null(0) / n_train_users)
+        )
+        self.new_items = self.popularity.filter(pl.col("share") == 0)[C.item_id]
+        self.category = item_category(data.items)
+        self.holdout, self.n_catalog, self.k = holdout, data.items.height, k
+        self.metrics: dict[str, float] = {}
+        self.cis: dict[str, tuple[float, float]] = {}
+        self.tops: dict[str, pl.DataFrame] = {}
+
+    def add(self, name: str, recs: pl.DataFrame) -> None:
+        """Every review metric of ``name``'s lists (the caller may drop them afterwards)."""
+        found = review_metrics(
+            {name: recs}, self.holdout, self.segments, self.new_items, self.popularity,
+            self.n_catalog, KS, self.category,
+        )  # fmt: skip
+        self.metrics.update(found)
+        if name in self.SHOWN:
+            self.cis.update(intervals({name: recs}, self.holdout, KS))
+            self.tops[name] = recs.filter(pl.col(C.rank) <= self.k)
+
+    def add_served(
+        self,
+        models: Mapping[str, Recommender | None],
+        popular: pl.DataFrame,
+        users: pl.DataFrame,
+        seen: pl.DataFrame,
+        threads: int,
+    ) -> None:
+        """``baseline`` (``popular``: the popular lists of ``users``, as long as the review's
+        longest cut-off) and each model's lists as they would be served (topped up from
+        ``popular``), one model at a time."""
+        self.add("baseline", popular)
+        for name, model in models.items():
+            if model is None:
+                continue
+            # In blocks of users: one block's scoring and merge at a time besides the lists.
+            parts = []
+            for start in range(0, users.height, self.BLOCK):
+                block = users.slice(start, self.BLOCK)
+                described = block.filter(pl.Series(model.describes(block)))
+                recs = model.recommend(described, max(KS), exclude=seen, num_threads=threads)
+                fallback = popular.join(block.select(C.user_id), on=C.user_id, how="semi")
+                parts.append(fill_to_k(recs, fallback, max(KS)).select(LIST_COLUMNS))
+            self.add(name, pl.concat(parts) if parts else popular.select(LIST_COLUMNS).clear())
+            del parts
+
+    def write(
+        self,
+        directory: Path,
+        *,
+        curve: list[float],
+        best_epoch: int,
+        item_embeddings: tuple[pl.Series, np.ndarray],
+        facts: CardFacts,
+        extra: dict[str, float] | None = None,
+        fit_curve: list[float] | None = None,
+    ) -> Review:
+        """The plots and the model card into ``directory``.
+
+        Args:
+            curve: the validation metric per epoch; ``best_epoch`` the epoch kept;
+                ``fit_curve`` the same metric on training users' own data (the loss proxy),
+                when measured.
+            item_embeddings: (item ids, embeddings) of the registered version.
+            facts: what the model card says besides the metrics.
+            extra: metrics computed elsewhere (AUC) that the card and the run report too.
+        """
+        metrics = {**self.metrics, **(extra or {})}
+        k = self.k
+        lists = {name: self.tops[name] for name in self.SHOWN if name in self.tops}
+        candidates = list(lists)
+        ids, embeddings = item_embeddings
+        labels = None
+        if self.category is not None:
+            by_id = dict(zip(self.category[C.item_id], self.category["category"], strict=True))
+            labels = [str(by_id.get(i)) for i in ids]
+        figures = {
+            "learning_curve": learning_curve(curve, best_epoch, f"precision@{k}", fit_curve),
+            "precision_at_k": metric_at_k(metrics, candidates, "precision", KS),
+            "recall_at_k": metric_at_k(metrics, candidates, "recall", KS),
+            "segments": segment_bars(metrics, candidates, [*SEGMENT_NAMES], f"precision_at_{k}"),
+            "long_tail": long_tail(lists, self.popularity, k),
+            "item_embeddings": embedding_projection(embeddings, labels),
+            "scores": score_distribution({c: lists[c] for c in candidates if c != "baseline"}, k),
+        }
+        directory.mkdir(parents=True, exist_ok=True)
+        files = save(figures, directory)
+        text = model_card(facts, metrics, candidates, KS, self.cis)
+        (directory / CARD).write_text(text)
+        return Review(metrics, text, [*files, directory / CARD])
 
 
 def names(vocabulary: pl.Series) -> list[str]:
     """The attribute names in a feature vocabulary (``name=value`` tokens; identities left out)."""
     found = vocabulary.str.split_exact("=", 1).struct.field("field_0").unique().to_list()
     return sorted(str(n) for n in found if n and n != "id")
-
-
-def review_lists(
-    models: Mapping[str, Recommender | None],
-    popular: pl.DataFrame,
-    users: pl.DataFrame,
-    seen: pl.DataFrame,
-    threads: int,
-) -> dict[str, pl.DataFrame]:
-    """``baseline`` (``popular``: the popular lists of ``users``, as long as the review's longest
-    cut-off) and each model's lists as they would be served (topped up from ``popular``)."""
-    k = max(KS)
-    lists = {"baseline": popular}
-    for name, model in models.items():
-        if model is not None:
-            described = users.filter(pl.Series(model.describes(users)))
-            recs = model.recommend(described, k, exclude=seen, num_threads=threads)
-            lists[name] = fill_to_k(recs, popular, k)
-    order = ("model", "baseline", "champion", "ease")
-    return {name: lists[name] for name in order if name in lists}
 
 
 def record_model_run(

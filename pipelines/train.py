@@ -38,15 +38,14 @@ from models.params import LightFMParams
 from models.policy import SEGMENTS, GateParams, fill_to_k, promotion_decision, segment_choice
 from models.review import KS, CardFacts
 from pipelines.review import (
+    Reviewer,
     auc_metrics,
     epoch_done,
     fit_metric,
     names,
     record_model_run,
     record_segment_choices,
-    review_lists,
     training_inputs,
-    write_review,
 )
 from pipelines.stores import Stores, warehouse
 from pipelines.stores.tracking import (
@@ -278,9 +277,7 @@ def _evaluate_decide_refit(
         _scored(BASELINE, window.popular, window, k),
     ]
     windows = [d for d in POPULARITY_WINDOWS if d != popularity.window_days]
-    # The other baselines' lists as long as the review's longest cut-off: the gate reads their
-    # top k, the review every k.
-    baselines: dict[str, pl.DataFrame] = {}
+    reviewer = Reviewer(window.holdout, window.users, window.data, k)
     fitted: dict[str, PopularityRecommender | SegmentPopularity] = {
         BASELINE: PopularityRecommender.fit(window.data, popularity)
     }
@@ -292,8 +289,12 @@ def _evaluate_decide_refit(
     for name in segments[len(windows) :]:
         fitted[name] = SegmentPopularity.fit(window.data, popularity, name.split(":", 1)[1])
     for name in segments:
-        baselines[name] = fitted[name].recommend(window.users, max(KS), exclude=window.seen)
-    frames += [_scored(name, recs, window, k) for name, recs in baselines.items()]
+        # As long as the review's longest cut-off: the gate reads their top k, the review
+        # every k; then they are dropped (one candidate's lists held at a time).
+        recs = fitted[name].recommend(window.users, max(KS), exclude=window.seen)
+        frames.append(_scored(name, recs, window, k))
+        reviewer.add(name.replace(":", "_"), recs)
+        del recs
     others = list(segments)
     item_model = None
     if window.data.items.height <= ease.max_items:
@@ -334,27 +335,27 @@ def _evaluate_decide_refit(
         raise ValueError(f"no positive interactions before as_of={as_of.isoformat()}")
     refit_params = (serving_params or chosen).model_copy(update={"patience": None})
     refit = LightFMRecommender.fit(full, refit_params)
+    volumes = {"users": users.height, "items": items.height, "interactions": interactions.height}
+    del interactions, users, items, full  # the review's lists need the room
     metrics = _metrics(per_user, k)
     long_popular = fitted[BASELINE].recommend(window.users, max(KS), exclude=window.seen)
     models = {MODEL: challenger, CHAMPION: champion_model}
     tags = {**tags, **training_inputs(stores, review_dir)}
-    review = write_review(
+    reviewer.add_served(
+        {**models, EASE: item_model}, long_popular, window.users, window.seen, threads
+    )
+    del long_popular
+    review = reviewer.write(
         review_dir,
         extra=auc_metrics(
             {**models, EASE: item_model, **fitted}, window.users, window.holdout, window.seen
         ),
-        lists=review_lists(
-            {**models, EASE: item_model}, long_popular, window.users, window.seen, threads
-        ),
-        other_lists={name.replace(":", "_"): recs for name, recs in baselines.items()},
-        fit_curve=fit_curve,
-        holdout=window.holdout, window_users=window.users, data=window.data, curve=curve,
-        best_epoch=epochs, k=k, item_embeddings=(refit.item_ids, refit.item_embeddings),
+        fit_curve=fit_curve, curve=curve,
+        best_epoch=epochs, item_embeddings=(refit.item_ids, refit.item_embeddings),
         facts=CardFacts(
             name=tracking.model_name, as_of=f"{as_of:%Y-%m-%d %H:%M:%S} UTC",
             window_start=f"{window_start:%Y-%m-%d %H:%M:%S} UTC",
-            volumes={"users": users.height, "items": items.height,
-                     "interactions": interactions.height, "window users": window.users.height,
+            volumes={**volumes, "window users": window.users.height,
                      "window liked pairs": window.holdout.height},
             features={"users": refit.user_attributes(), "items": names(matrices.item_vocabulary)},
             params=refit_params.model_dump(), promoted=decision.promote,
@@ -378,9 +379,9 @@ def _evaluate_decide_refit(
             "window_start": window_start.isoformat(),
             "k": k,
             "epochs_chosen": epochs,
-            "n_users": users.height,
-            "n_items": items.height,
-            "n_interactions": interactions.height,
+            "n_users": volumes["users"],
+            "n_items": volumes["items"],
+            "n_interactions": volumes["interactions"],
             "n_holdout_pairs": window.holdout.height,
         },
         metrics=metrics,

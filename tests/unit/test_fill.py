@@ -23,3 +23,18 @@ def test_fill_to_k_tops_up_from_fallback_without_repeating_items() -> None:
         ("c", 1, "x", "popular"),
         ("c", 2, "y", "popular"),
     ]
+
+
+def test_full_lists_pass_through_and_match_the_merge_of_everyone() -> None:
+    # "a" has k=2 items already (kept as they are), "b" one (topped up), "c" none.
+    primary = _recs([("a", 1, "z", "model"), ("a", 2, "x", "model"), ("b", 1, "x", "model")])
+    fallback = _recs([(u, r, i, "popular") for u in "abc" for r, i in enumerate("xyz", 1)])
+    got = fill_to_k(primary, fallback, 2).select("user_id", "rank", "item_id", "source")
+    assert got.rows() == [
+        ("a", 1, "z", "model"),
+        ("a", 2, "x", "model"),
+        ("b", 1, "x", "model"),
+        ("b", 2, "y", "popular"),
+        ("c", 1, "x", "popular"),
+        ("c", 2, "y", "popular"),
+    ]

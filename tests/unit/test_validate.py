@@ -80,6 +80,15 @@ def test_share_over_threshold_fails_naming_the_expectation() -> None:
     assert "quarantined share 9.09% exceeds max_quarantine_share 5.00%" in text
 
 
+def test_duplicate_ids_over_threshold_fail_quoting_the_ids_not_their_ranks() -> None:
+    # GX sees event ids as their dense rank (RANKED_FOR_GX); the failure still quotes ids.
+    result = validate_events(_defective("duplicate_event_id"), _params(share=0.05))
+    assert not result.success
+    (line,) = [f for f in result.failures if "expect_column_values_to_be_unique" in f]
+    assert "on column 'event_id' failed: 2 unexpected" in line
+    assert "e.g. ['e0']" in line, line
+
+
 def test_share_under_threshold_continues() -> None:
     batch = pl.concat([_good(200), _defective("negative_value").tail(1)])
     result = validate_events(batch, _params(share=0.01))
