@@ -154,6 +154,31 @@ def _prefect() -> Check:
                  f"server {server.json()}, work pools: {', '.join(names) or 'none'}")  # fmt: skip
 
 
+def _dask(settings: Settings) -> Check:
+    service = f"Dask (distributed {_lib('distributed')})"
+    if not settings.dask_address:
+        workers = settings.dask_local_workers
+        what = (
+            f"a LocalCluster of {workers} workers per run" if workers else "shards run in process"
+        )
+        return Check(service, "RECS_DASK_ADDRESS", "(unset)", INFO, what)
+    from distributed import Client
+
+    try:
+        with Client(settings.dask_address, timeout=5, set_as_default=False) as client:  # type: ignore[no-untyped-call]
+            info = client.scheduler_info()
+            versions = client.get_versions(check=False)
+    except Exception as exc:  # OSError, TimeoutError, CommClosedError ...
+        return Check(service, "RECS_DASK_ADDRESS", redact(settings.dask_address), FAIL,
+                     _one_line(exc))  # fmt: skip
+    workers = info.get("workers", {})
+    threads = sum(int(w.get("nthreads", 0)) for w in workers.values())
+    scheduler = versions.get("scheduler", {}).get("packages", {}).get("distributed", "?")
+    detail = f"scheduler distributed {scheduler}, {len(workers)} workers, {threads} threads"
+    where = redact(settings.dask_address)
+    return Check(service, "RECS_DASK_ADDRESS", where, OK if workers else FAIL, detail)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
@@ -172,6 +197,7 @@ def run_checks(settings: Settings) -> list[Check]:
                            settings.mlflow_artifacts_dir),
         lambda: _mlflow(settings),
         _prefect,
+        lambda: _dask(settings),
     ]  # fmt: skip
     out = []
     for check in checks:

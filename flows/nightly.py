@@ -34,6 +34,7 @@ from pipelines.release import ReleaseReport, release_quarantine
 from pipelines.review import committed_trainings
 from pipelines.score import ScoreReport, score
 from pipelines.stores import scored
+from pipelines.stores.cluster import local_cluster
 from pipelines.stores.preflight import check_stores
 from pipelines.stores.runlock import run_lock
 from pipelines.stores.tracking import finish_abandoned_runs
@@ -73,6 +74,7 @@ class Run:
     run_id: str
     now: datetime
     _hold: ExitStack = field(default_factory=ExitStack, compare=False, repr=False)
+    _cluster: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def start(cls) -> Run:
@@ -90,10 +92,20 @@ class Run:
         )
         try:
             check_stores(stores, self.settings.tracking())  # fail before the first stage
+            workers = self.settings.dask_local_workers
+            if self.settings.dask_address:
+                self._cluster.append(self.settings.dask_address)
+            elif workers:  # one local cluster for the run's stages
+                self._cluster.append(self._hold.enter_context(local_cluster(workers)))
         except BaseException:
             self._hold.close()
             raise
         return self
+
+    @property
+    def dask_address(self) -> str | None:
+        """The scheduler the sharded stages run on (None: in the process)."""
+        return self._cluster[0] if self._cluster else None
 
     def __exit__(self, *exc: object) -> None:
         self._hold.close()
@@ -130,6 +142,7 @@ def _extract(run: Run, force: bool, since: date | None, until: date | None) -> E
     report = _options(run, extract_task)(
         run.settings.stores(), sources=run.settings.sources, run_id=run.run_id,
         ingested_at=run.now, force=force, since=since, until=until,
+        dask_address=run.dask_address,
     )  # fmt: skip
     get_run_logger().info(
         "extracted %d partition files: read %d, written %d, rejected %d %s (%d unchanged files)",
@@ -222,6 +235,7 @@ def _score(
         run_id=run.run_id, as_of=as_of, plan_run_id=plan_run_id, model_version=model_version,
         plan_version=plan_version, features_schema=features_schema(as_of, backfill=backfill),
         generated_at=run.now, ttl=timedelta(hours=s.recs_ttl_hours), num_threads=s.num_threads,
+        dask_address=run.dask_address,
     )  # fmt: skip
 
 

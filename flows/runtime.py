@@ -56,6 +56,8 @@ def configure_logging() -> None:
     stages' own INFO lines reach the flow run's logs. From the CLI without ``--debug``, console
     log lines carry no tracebacks."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # Dask logs every client connection and scheduler step at INFO (RECS_DASK_*).
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     # The stages' progress lines (each epoch's validation metric): Prefect gives the logger its
     # API handler (PREFECT_LOGGING_EXTRA_LOGGERS) but not a level, and the root's is WARNING.
     logging.getLogger("pipelines").setLevel(logging.INFO)

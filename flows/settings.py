@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     ease: EASEParams = Field(default_factory=EASEParams, description="The EASE candidate")
     recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")
     num_threads: int = Field(2, ge=1, description="LightFM training / scoring threads")
+    dask_address: str | None = Field(
+        None, description="Dask scheduler (tcp://host:8786): extract and score run sharded on it"
+    )
+    dask_local_workers: int | None = Field(
+        None, ge=1, description="Without an address: a local Dask cluster of this many workers"
+    )
     task_retries: int = Field(2, ge=0, description="Retries of a stage after a transient error")
     task_retry_delay_seconds: float = Field(10, ge=0, description="Wait before a retry")
     task_timeout_seconds: float = Field(7200, gt=0, description="A stage running longer fails")

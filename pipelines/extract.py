@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from features.contracts import C
 from pipelines.sources.files import (
+    Extracted,
     SourceReport,
     extract_file,
     file_checksum,
@@ -21,8 +23,8 @@ from pipelines.sources.files import (
     read_catalog_csv,
 )
 from pipelines.sources.postgres import extract_postgres, postgres_window
-from pipelines.sources.readers import FileSource, PostgresSource, Typed
-from pipelines.stores import Stores, lake, warehouse
+from pipelines.sources.readers import FileSource, PostgresSource
+from pipelines.stores import Stores, cluster, lake, warehouse
 from pipelines.suites.catalog import validate_catalog
 from pipelines.suites.runner import ValidationError
 
@@ -65,11 +67,11 @@ class ExtractReport:
 
 
 def _manifest_row(
-    run_id: str, source: str, file: str, checksum: str | None, report: SourceReport | Typed,
+    run_id: str, source: str, file: str, checksum: str | None, report: SourceReport | Extracted,
     at: datetime, low: datetime | None = None, high: datetime | None = None, backfill: bool = False,
 ) -> pa.Table:  # fmt: skip
-    if isinstance(report, Typed):
-        read, written, rejected = report.n_read, report.events.num_rows, report.rejects.num_rows
+    if isinstance(report, Extracted):
+        read, written, rejected = report.n_read, report.n_events, report.rejects.num_rows
     else:
         read, written, rejected = report.rows_read, report.rows_written, report.rows_rejected
     ts = pa.timestamp("us", tz="UTC")
@@ -99,8 +101,13 @@ def extract(
     force: bool = False,
     since: date | None = None,
     until: date | None = None,
+    dask_address: str | None = None,
 ) -> ExtractReport:
     """Sources -> raw lake; catalogs -> lake snapshots; untypeable records -> quarantine.
+
+    A file source's files are extracted one shard per file, on the Dask cluster at
+    ``dask_address`` when given (:mod:`pipelines.stores.cluster`), and committed in file order:
+    the same lake files and quarantine either way.
 
     A file already extracted with the same checksum is skipped unless ``force`` or (backfill) its
     name carries a date in ``[since, until]``. A database source reads from its last watermark minus
@@ -127,7 +134,7 @@ def extract(
             if isinstance(source, FileSource):
                 report = _extract_file_source(
                     con, stores, source, done=done, force=force, since=since, until=until,
-                    run_id=run_id, ingested_at=ingested_at,
+                    run_id=run_id, ingested_at=ingested_at, dask_address=dask_address,
                 )  # fmt: skip
             else:
                 if backfill:
@@ -161,6 +168,7 @@ def _extract_file_source(
     until: date | None,
     run_id: str,
     ingested_at: datetime,
+    dask_address: str | None = None,
 ) -> SourceReport:
     """Every new or changed file of a file source (or, for a backfill, every file dated in
     ``[since, until]``) into the raw lake, its rejects and manifest row into the warehouse."""
@@ -173,8 +181,8 @@ def _extract_file_source(
             "`recs import ...` or drop exports there"
         )
     backfill = since is not None or until is not None
-    # A progress bar in a terminal (none when stderr is not one: Prefect logs, CI).
-    for path in tqdm(files, desc=f"extract {source.name}", unit="file", disable=None, leave=False):
+    todo: list[tuple[Path, str]] = []
+    for path in files:
         checksum = file_checksum(path)
         day = file_date(path)
         in_range = (
@@ -186,23 +194,37 @@ def _extract_file_source(
         if not (force or in_range) and done.get((source.name, path.name)) == checksum:
             report.files_skipped += 1
             continue
-        typed, units = extract_file(
-            path, source, stores.lake, ingested_at=ingested_at, run_id=run_id
-        )
-        report.add(typed, str(path))
-        report.units.extend(units)
-        report.files_read += 1
-        # The file's rejects replace those of any earlier extraction of it (a rerun after a
-        # kill, --force, a backfill), in one transaction with its manifest row.
-        part = part_name(source.name, path)
-        rejects = typed.rejects.append_column("part", pa.array([part] * typed.rejects.num_rows))
-        with warehouse.transaction(con):
-            warehouse.replace_quarantine(con, "extract", [part], rejects)
-            warehouse.append(
-                con, "extractions",
-                _manifest_row(run_id, source.name, path.name, checksum, typed, ingested_at),
-            )  # fmt: skip
+        todo.append((path, checksum))
+    # One shard per file (on the cluster when there is one), committed in file order.
+    shared = (source, stores.lake, ingested_at, run_id)
+    with cluster.connect(dask_address) as client:
+        results = cluster.map_in_order(client, _extract_one, shared, [p for p, _ in todo])
+        # A progress bar in a terminal (none when stderr is not one: Prefect logs, CI).
+        bar = tqdm(results, total=len(todo), desc=f"extract {source.name}", unit="file",
+                   disable=None, leave=False)  # fmt: skip
+        for (path, checksum), extracted in zip(todo, bar, strict=True):
+            report.add_counts(extracted.n_events, extracted.rejects)
+            report.units.extend(extracted.units)
+            report.files_read += 1
+            # The file's rejects replace those of any earlier extraction of it (a rerun after
+            # a kill, --force, a backfill), in one transaction with its manifest row.
+            part = part_name(source.name, path)
+            n = extracted.rejects.num_rows
+            rejects = extracted.rejects.append_column("part", pa.array([part] * n))
+            with warehouse.transaction(con):
+                warehouse.replace_quarantine(con, "extract", [part], rejects)
+                warehouse.append(
+                    con, "extractions",
+                    _manifest_row(run_id, source.name, path.name, checksum, extracted,
+                                  ingested_at),
+                )  # fmt: skip
     return report
+
+
+def _extract_one(shared: tuple[FileSource, Path, datetime, str], path: Path) -> Extracted:
+    """One shard of a file source's extraction: one landing file into the raw lake."""
+    source, lake_dir, ingested_at, run_id = shared
+    return extract_file(path, source, lake_dir, ingested_at=ingested_at, run_id=run_id)
 
 
 def _replace_rejected_rows(con: duckdb.DuckDBPyConnection, rejects: pa.Table) -> None:

@@ -25,7 +25,7 @@ from models.baselines import PopularityParams, PopularityRecommender, SegmentPop
 from models.ease import EASEParams, EASERecommender
 from models.policy import SEGMENTS, fill_to_k
 from models.rules import ItemRules, ListRules, item_rules
-from pipelines.stores import Stores, warehouse
+from pipelines.stores import Stores, cluster, warehouse
 from pipelines.stores.scored import ScoredWriter, scored_at
 from pipelines.stores.tracking import Tracking, load_champion, load_version
 from pipelines.suites.recommendations import list_aggregates, validate_recommendations
@@ -78,6 +78,7 @@ def score(
     ttl: timedelta,
     num_threads: int,
     chunk_users: int = CHUNK_USERS,
+    dask_address: str | None = None,
 ) -> ScoreReport:
     """Up to k recommendations for every user in ``user_features``, as of ``as_of``.
 
@@ -94,6 +95,10 @@ def score(
     ``model_version`` when given (the one this run refitted), else ``@champion``.
     ``plan_version`` takes the plan of the training that registered that version instead (the
     champion's, for a score-and-publish run). Feature tables are read from ``features_schema``.
+
+    Each chunk of users is a shard: on the Dask cluster at ``dask_address`` when given (the
+    fitted lists and rules broadcast once per worker; :mod:`pipelines.stores.cluster`), else in
+    the process; either way the chunks are written in user order, the same files.
 
     Raises:
         ValidationError: the lists fail the recommendations suite (nothing is committed).
@@ -139,28 +144,26 @@ def score(
     if champion is not None and "model" in plan.values():
         constants["model_version"] = champion.version
     aggregates, by_source = [], pl.DataFrame(schema={C.source: pl.String, "n": pl.UInt32})
+    bundle = _Bundle(serving, fallback, k, available, resolved, num_threads, constants)
     try:
-        chunks = tqdm(users.iter_slices(chunk_users), total=-(-users.height // chunk_users),
-                      desc="score", unit="chunk", disable=None, leave=False)  # fmt: skip
-        for chunk in chunks:
-            tick = time.perf_counter()
-            chunk_excluded = excluded.join(chunk.select(C.user_id), on=C.user_id, how="semi")
-            lists = _chunk_lists(
-                chunk, serving, fallback, k, chunk_excluded, available, resolved, num_threads
+        with cluster.connect(dask_address) as client:
+            # What every chunk reads goes to each worker once; chunks go as they are cut.
+            shared = cluster.broadcast(client, bundle)
+            chunks = (
+                (chunk, excluded.join(chunk.select(C.user_id), on=C.user_id, how="semi"))
+                for chunk in users.iter_slices(chunk_users)
             )
-            seconds["lists"] = seconds.get("lists", 0.0) + time.perf_counter() - tick
-            tick = time.perf_counter()
-            aggregates.append(
-                list_aggregates(
-                    lists, k=k, expected_users=chunk[C.user_id], excluded=chunk_excluded,
-                    available_items=available,
-                )
-            )  # fmt: skip
-            by_source = pl.concat([by_source, lists.group_by(C.source).agg(n=pl.len())])
-            seconds["checks"] = seconds.get("checks", 0.0) + time.perf_counter() - tick
-            tick = time.perf_counter()
-            writer.write(_with_constants(lists, constants))
-            seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - tick
+            results = cluster.map_in_order(client, _score_chunk, shared, chunks)
+            bar = tqdm(results, total=-(-users.height // chunk_users), desc="score",
+                       unit="chunk", disable=None, leave=False)  # fmt: skip
+            for table, counts, sources, spent in bar:
+                for part, secs in spent.items():
+                    seconds[part] = seconds.get(part, 0.0) + secs
+                aggregates.append(counts)
+                by_source = pl.concat([by_source, sources])
+                tick = time.perf_counter()
+                writer.write(table)
+                seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - tick
         tick = time.perf_counter()
         if not aggregates:  # no users at all: the suite still runs, on an empty table
             aggregates.append(
@@ -205,6 +208,42 @@ def score(
         out / "similar_items.parquet" if similar is not None else None,
         seconds,
     )
+
+
+@dataclass(frozen=True)
+class _Bundle:
+    """What every chunk of a score run reads (broadcast once per worker on a cluster)."""
+
+    serving: dict[str, _Lists]
+    fallback: PopularityRecommender
+    k: int
+    available: pl.Series
+    rules: ItemRules
+    num_threads: int
+    constants: dict[str, object]
+
+
+def _score_chunk(
+    bundle: _Bundle, work: tuple[pl.DataFrame, pl.DataFrame]
+) -> tuple[pa.Table, pl.DataFrame, pl.DataFrame, dict[str, float]]:
+    """One shard of the score stage: a chunk of users (and the pairs they must not get) to
+    their rows with the run's constants, the suite's per-user counts, rows per source and
+    where the time went."""
+    chunk, chunk_excluded = work
+    tick = time.perf_counter()
+    lists = _chunk_lists(
+        chunk, bundle.serving, bundle.fallback, bundle.k, chunk_excluded, bundle.available,
+        bundle.rules, bundle.num_threads,
+    )  # fmt: skip
+    spent = {"lists": time.perf_counter() - tick}
+    tick = time.perf_counter()
+    counts = list_aggregates(
+        lists, k=bundle.k, expected_users=chunk[C.user_id], excluded=chunk_excluded,
+        available_items=bundle.available,
+    )  # fmt: skip
+    sources = lists.group_by(C.source).agg(n=pl.len())
+    spent["checks"] = time.perf_counter() - tick
+    return _with_constants(lists, bundle.constants), counts, sources, spent
 
 
 RECS_COLUMNS = {

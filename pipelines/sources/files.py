@@ -94,10 +94,14 @@ class SourceReport:
     def add(self, typed: Typed, what: str) -> None:
         if typed.n_read != typed.events.num_rows + typed.rejects.num_rows:
             raise AssertionError(f"{what}: rows do not reconcile")
-        self.rows_read += typed.n_read
-        self.rows_written += typed.events.num_rows
-        self.rows_rejected += typed.rejects.num_rows
-        reasons = pc.value_counts(typed.rejects.column(C.reason)).to_pylist()
+        self.add_counts(typed.events.num_rows, typed.rejects)
+
+    def add_counts(self, n_events: int, rejects: pa.Table) -> None:
+        """Count ``n_events`` written and ``rejects`` (with their reasons)."""
+        self.rows_read += n_events + rejects.num_rows
+        self.rows_written += n_events
+        self.rows_rejected += rejects.num_rows
+        reasons = pc.value_counts(rejects.column(C.reason)).to_pylist()
         for entry in reasons:
             key = str(entry["values"])
             self.rejected_by_reason[key] = self.rejected_by_reason.get(key, 0) + entry["counts"]
@@ -108,15 +112,31 @@ def part_name(source: str, path: Path) -> str:
     return f"{source}--{path.name.split('.', 1)[0]}"
 
 
+@dataclass(frozen=True)
+class Extracted:
+    """What extracting one file left to record: its events are in the lake already (this is
+    small enough to return from a worker)."""
+
+    n_events: int
+    rejects: pa.Table
+    units: list[str]  # the partition files written, relative to the zone
+
+    @property
+    def n_read(self) -> int:
+        return self.n_events + int(self.rejects.num_rows)
+
+
 def extract_file(
     path: Path, source: FileSource, lake_dir: Path, *, ingested_at: datetime, run_id: str
-) -> tuple[Typed, list[str]]:
-    """Read one file and replace its part in the raw lake. Returns what was read and the
-    partition files written (relative to the zone)."""
+) -> Extracted:
+    """Read one file and replace its part in the raw lake (atomically: running it again
+    writes the same files)."""
     typed = read_event_file(path, source, ingested_at=ingested_at, run_id=run_id)
     written = lake.write_part(lake_dir, "raw", part_name(source.name, path), typed.events)
     root = lake.zone_dir(lake_dir, "raw")
-    return typed, [str(p.relative_to(root)) for p in written]
+    return Extracted(
+        typed.events.num_rows, typed.rejects, [str(p.relative_to(root)) for p in written]
+    )
 
 
 def file_date(path: Path) -> date | None:

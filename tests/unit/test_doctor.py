@@ -70,3 +70,21 @@ def test_unreachable_services_fail_with_one_line_each_and_no_secret(
     (prefect,) = [v for k, v in rows.items() if k.startswith("Prefect API")]
     assert prefect[2] == "FAIL"
     assert rows["lake (Parquet)"][2] == "ok"  # one failure hides no other check
+
+
+def test_a_dask_scheduler_is_reached_and_its_workers_counted(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.stores.cluster import local_cluster
+
+    with local_cluster(2) as address:
+        monkeypatch.setenv("RECS_DASK_ADDRESS", address)
+        assert main(["doctor"]) == 0
+    (dask,) = [v for k, v in _rows(capsys.readouterr().out).items() if k.startswith("Dask")]
+    assert dask[1] == address
+    assert dask[2] == "ok"
+    assert "2 workers, 2 threads" in dask[3]
+    monkeypatch.setenv("RECS_DASK_ADDRESS", "tcp://127.0.0.1:9")
+    assert main(["doctor"]) == 1
+    (dask,) = [v for k, v in _rows(capsys.readouterr().out).items() if k.startswith("Dask")]
+    assert dask[2] == "FAIL"

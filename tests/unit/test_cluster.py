@@ -1,0 +1,161 @@
+"""Sharded stages on a real Dask ``LocalCluster`` of two worker processes: extraction (one
+shard per landing file) and scoring (one shard per user chunk) give exactly the single-machine
+lake files, quarantine and lists on the ``tiny`` preset, also when a worker dies mid-shard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from features.signal import SignalParams
+from models.baselines import PopularityParams
+from models.ease import EASEParams
+from models.params import LightFMParams
+from models.policy import GateParams
+from pipelines import score as score_module
+from pipelines.extract import extract
+from pipelines.features import build_features
+from pipelines.score import ScoreReport, score
+from pipelines.sources.readers import FileSource
+from pipelines.stores import Stores, lake, scored, warehouse
+from pipelines.stores.cluster import local_cluster
+from pipelines.stores.tracking import Tracking
+from pipelines.suites.events import ValidationThresholds
+from pipelines.train import train
+from pipelines.validate import validate
+
+AT = datetime(2030, 1, 1, tzinfo=UTC)
+K = 5
+MARKER = "RECS_TEST_KILL_MARKER"
+_original_chunk = score_module._score_chunk
+
+
+def _dies_once(bundle: object, work: object) -> object:
+    """The score shard, except that the first worker to run it dies (the marker remembers)."""
+    marker = Path(os.environ[MARKER])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os._exit(1)  # the worker process ends mid-shard, as a killed or lost machine would
+    return _original_chunk(bundle, work)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # Workers inherit the environment when they start: the marker's path must be set first.
+    marker = tmp_path_factory.mktemp("kill") / "died"
+    os.environ[MARKER] = str(marker)
+    with local_cluster(2) as address:
+        yield address
+    os.environ.pop(MARKER, None)
+
+
+def _stores(root: Path, landing: Path) -> Stores:
+    shutil.copytree(landing, root / "landing")
+    return Stores(
+        root / "landing", root / "lake", root / "wh.duckdb", f"sqlite:///{root / 'serving.db'}"
+    )
+
+
+def _lake_files(stores: Stores, zone: str) -> dict[str, pl.DataFrame]:
+    root = lake.zone_dir(stores.lake, zone)
+    return {
+        str(p.relative_to(root)): pl.from_arrow(pq.read_table(p))  # type: ignore[misc]
+        for p in sorted(root.rglob("*.parquet"))
+    }
+
+
+def _table(stores: Stores, name: str) -> pl.DataFrame:
+    (frame,) = warehouse.read_tables(stores.warehouse, name)
+    return frame
+
+
+def test_sharded_extraction_equals_the_single_machine_one(
+    tmp_path: Path, tiny_landing: Path, cluster: str
+) -> None:
+    single, sharded = _stores(tmp_path / "a", tiny_landing), _stores(tmp_path / "b", tiny_landing)
+    one = extract(single, sources=[FileSource()], run_id="r", ingested_at=AT)
+    two = extract(sharded, sources=[FileSource()], run_id="r", ingested_at=AT, dask_address=cluster)
+    assert two.rows_read == one.rows_read > 0
+    assert two.rejected_by_reason == one.rejected_by_reason
+    assert two.rows_rejected > 0  # the preset's defects: the quarantine is compared too
+    assert two.units == one.units
+    a, b = _lake_files(single, "raw"), _lake_files(sharded, "raw")
+    assert list(a) == list(b)
+    for name in a:
+        assert a[name].equals(b[name]), name
+    for name in ("quarantine", "extractions"):
+        assert _table(sharded, name).equals(_table(single, name)), name
+
+
+def _scored_lists(report: ScoreReport) -> pl.DataFrame:
+    run = scored.read_scored(report.path)
+    frame = pl.from_arrow(run.recommendations)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.drop("run_id")
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, tiny_landing: Path
+) -> tuple[Stores, Tracking, datetime]:
+    root = tmp_path_factory.mktemp("score")
+    stores = _stores(root, tiny_landing)
+    tracking = Tracking(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", "exp", "recs")
+    extract(stores, sources=[FileSource()], run_id="r", ingested_at=AT)
+    validate(stores, run_id="r", now=AT, thresholds=ValidationThresholds())
+    latest = lake.latest_event_ts(stores.lake)
+    as_of = latest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    features = build_features(
+        stores, as_of=as_of, holdout_days=4, top_k=K, signal=SignalParams(),
+        popularity=PopularityParams(),
+    )  # fmt: skip
+    train(
+        stores, tracking, params=LightFMParams(num_threads=1), signal=SignalParams(),
+        popularity=PopularityParams(), ease=EASEParams(), gate=GateParams(), k=K, run_id="t",
+        as_of=as_of, window_start=as_of - timedelta(days=4), manifest=features.manifest,
+    )  # fmt: skip
+    return stores, tracking, as_of
+
+
+def _score(
+    world: tuple[Stores, Tracking, datetime], run_id: str, address: str | None
+) -> ScoreReport:
+    stores, tracking, as_of = world
+    return score(
+        stores, tracking, k=K, popularity=PopularityParams(), ease=EASEParams(), run_id=run_id,
+        as_of=as_of, generated_at=AT, ttl=timedelta(hours=1), num_threads=1, chunk_users=64,
+        dask_address=address,
+    )  # fmt: skip
+
+
+def test_sharded_scoring_equals_the_single_machine_lists(
+    trained: tuple[Stores, Tracking, datetime], cluster: str
+) -> None:
+    one = _score(trained, "single", None)
+    two = _score(trained, "sharded", cluster)
+    assert one.n_users > 64 * 2  # several shards
+    assert two.rows_by_source == one.rows_by_source
+    assert two.model_version == one.model_version != "popularity"
+    assert _scored_lists(two).equals(_scored_lists(one))
+
+
+def test_a_worker_killed_mid_shard_is_retried_and_the_lists_are_the_same(
+    trained: tuple[Stores, Tracking, datetime],
+    cluster: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    marker = Path(os.environ[MARKER])
+    marker.unlink(missing_ok=True)
+    monkeypatch.setattr(score_module, "_score_chunk", _dies_once)
+    survived = _score(trained, "killed", cluster)
+    assert marker.exists()  # a worker did die in a shard
+    monkeypatch.undo()
+    reference = _score(trained, "reference", None)
+    assert _scored_lists(survived).equals(_scored_lists(reference))
