@@ -2,11 +2,12 @@
 scoring per user chunk) run their shards as tasks on the cluster a scheduler address names;
 without one they run the same shard function in the process, in the same order.
 
-Every shard is a pure function of its inputs that returns its result to the stage, which
-commits results in shard order: the lake files, lists and quarantine are the single-machine
-ones whichever worker ran what. What every shard reads (the model bundle, item vectors) is
-scattered once to every worker (:func:`broadcast`); a shard whose worker dies is run again on
-another (Dask reschedules it; ``allowed-failures`` bounds how often).
+Every shard is a function of its inputs alone that returns its result to the stage (an
+extraction shard also writes its file's raw parts, atomically: run twice, the same files),
+and the stage commits results in shard order: the lake files, lists and quarantine are the
+single-machine ones whichever worker ran what. What every shard reads (the model bundle, item
+vectors) is scattered once to every worker (:func:`broadcast`); a shard whose worker dies is run
+again on another (Dask reschedules it; ``allowed-failures`` bounds how often).
 
 A real cluster's workers must see the same lake path (a shared file system or an object store
 mounted at the same place) and import this project (install it on the workers' image).
