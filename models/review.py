@@ -107,13 +107,8 @@ def beyond_accuracy(
         codes = category.select(C.item_id, pl.col("category").rank("dense").alias("category"))
         scored = scored.join(codes, on=C.item_id, how="left", maintain_order="left")
     out: dict[str, float] = {}
-    longest = scored[C.rank].max() if scored.height else 0
     for k in ks:
-        top = (
-            scored
-            if isinstance(longest, int) and longest <= k
-            else scored.filter(pl.col(C.rank) <= k)
-        )
+        top = scored.filter(pl.col(C.rank) <= k)
         if top.height == 0:
             continue
         mean_pop = series_mean(top["share"])

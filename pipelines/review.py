@@ -141,7 +141,8 @@ class Reviewer:
             for start in range(0, users.height, self.BLOCK):
                 block = users.slice(start, self.BLOCK)
                 described = block.filter(pl.Series(model.describes(block)))
-                recs = model.recommend(described, max(KS), exclude=seen, num_threads=threads)
+                pairs = seen.join(block.select(C.user_id), on=C.user_id, how="semi")
+                recs = model.recommend(described, max(KS), exclude=pairs, num_threads=threads)
                 fallback = popular.join(block.select(C.user_id), on=C.user_id, how="semi")
                 parts.append(fill_to_k(recs, fallback, max(KS)).select(LIST_COLUMNS))
             self.add(name, pl.concat(parts) if parts else popular.select(LIST_COLUMNS).clear())
