@@ -155,7 +155,7 @@ def _extract(run: Run, force: bool, since: date | None, until: date | None) -> E
 def _validate(run: Run, units: list[str] | None) -> ValidateReport:
     report = _options(run, validate_task)(
         run.settings.stores(), run_id=run.run_id, now=run.now, units=units,
-        thresholds=run.settings.validation,
+        thresholds=run.settings.validation, dask_address=run.dask_address,
     )  # fmt: skip
     get_run_logger().info(
         "validated %d rows: %d clean, %d quarantined %s",

@@ -3,8 +3,10 @@ the clean zone, the rest to the warehouse ``quarantine`` table with a reason."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -12,9 +14,10 @@ import polars as pl
 import pyarrow as pa
 
 from features.contracts import EVENTS, C, quarantine_rows
-from pipelines.stores import Stores, lake, warehouse
-from pipelines.suites.events import ValidationParams, ValidationThresholds, validate_events
-from pipelines.suites.runner import ValidationError, offline_data_docs
+from pipelines.stores import Stores, cluster, lake, warehouse
+from pipelines.suites.events import ValidationParams, ValidationThresholds, gate, validate_events
+from pipelines.suites.runner import ExpectationOutcome, ValidationError, offline_data_docs
+from pipelines.validate_shards import validate_units
 
 WAYS_FORWARD = (
     "\nways forward: fix the data and run `recs run validate` again, "
@@ -45,6 +48,7 @@ def validate(
     units: list[str] | None = None,
     thresholds: ValidationThresholds,
     accepted: str | None = None,
+    dask_address: str | None = None,
 ) -> ValidateReport:
     """Gate the given raw partition files (default: all not validated yet) with GX, then split
     their rows. ``now`` stamps the verdict; events later than now plus the allowed clock skew
@@ -56,6 +60,10 @@ def validate(
     ``accepted`` (an operator's reason, see :func:`decide_batch`) lets a batch that fails its
     table-level checks through; its rows are still split by the row rules.
 
+    With ``dask_address`` (a Dask scheduler) every raw file is a shard on the cluster and the
+    stage adds their verdicts up (:mod:`pipelines.validate_shards`): the same verdict, clean
+    files and quarantine as in one piece.
+
     Raises:
         ValidationError: the batch failed; nothing reaches the clean zone or the quarantine (its
             raw files stay pending for the next run), and the message names every failed
@@ -65,10 +73,14 @@ def validate(
     units = pending(stores) if units is None else units
     if not units:
         return ValidateReport([], 0, 0, 0, {}, 0, 0)
-    batch = lake.read_units(stores.lake, "raw", units, unit_column="_unit")
+    batch = None
+    if dask_address is None:
+        batch = lake.read_units(stores.lake, "raw", units, unit_column="_unit")
+        first = batch[C.event_ts].min()
+    else:  # the shards read the files; the history needs only the batch's first timestamp
+        first = _first_event_ts(stores, units)
     items = _catalog_ids(stores, "items", C.item_id)
     users = _catalog_ids(stores, "users", C.user_id)
-    first = batch[C.event_ts].min()
     history = lake.clean_history(
         stores.lake, exclude=units, before=first if isinstance(first, datetime) else None
     )
@@ -81,43 +93,53 @@ def validate(
         trailing_daily_volume=history.trailing_daily_volume,
         thresholds=thresholds,
     )
-    result = validate_events(
-        batch, params, passthrough=["_unit"], history_dates=history.dates, gx_root=stores.gx_root
-    )
+    if batch is not None:
+        checked = _checked_here(stores, batch, units, params, history.dates, run_id)
+    else:
+        with cluster.connect(dask_address) as client:
+            sharded = validate_units(client, stores.lake, units, params, run_id)
+        outcomes, failures, share = gate(
+            sharded.outcomes,
+            params,
+            rows=sharded.rows,
+            quarantined=sharded.quarantined.height,
+            clean_days=sharded.clean_days,
+            history_dates=history.dates,
+            gx_root=stores.gx_root,
+        )
+        checked = _Checked(
+            outcomes, failures, share, sharded.rows, sharded.clean_rows, sharded.quarantined,
+            partial(_settle_staged, [u.staged for u in sharded.units]),
+        )  # fmt: skip
     report = ValidateReport(
         units=units,
-        rows_in=batch.height,
-        rows_clean=result.clean.height,
-        rows_quarantined=result.quarantined.height,
-        quarantined_by_reason=result.counts_by_reason(),
-        expectations_passed=sum(o.success for o in result.outcomes),
-        expectations_failed=sum(not o.success for o in result.outcomes),
-        failures=result.failures,
+        rows_in=checked.rows_in,
+        rows_clean=checked.rows_clean,
+        rows_quarantined=checked.quarantined.height,
+        quarantined_by_reason=_counts_by_reason(checked.quarantined),
+        expectations_passed=sum(o.success for o in checked.outcomes),
+        expectations_failed=sum(not o.success for o in checked.outcomes),
+        failures=checked.failures,
         data_docs=str(offline_data_docs(stores.gx_root)) if stores.gx_root else None,
     )
-    passes = result.success or accepted is not None
+    success = not checked.failures
+    passes = success or accepted is not None
     # Written aside first (named by this run), renamed into place after the warehouse commit: a
     # kill before the commit leaves nothing visible (the next run removes the staged files); a
     # kill after it is finished by the next run, which renames them (the commit was the verdict).
-    staged = []
-    if passes:
-        by_file = _slices_by(result.clean, "_unit")
-        for unit in units:
-            rows = by_file.get(str(lake.unit_path(stores.lake, "raw", unit)))
-            table = rows.drop("_unit").to_arrow() if rows is not None else EVENTS.empty_table()
-            staged.append(lake.stage_unit(stores.lake, "clean", unit, table, run_id=run_id))
+    staged = checked.settle(passes)
     verdict = pa.table(
         {
             "run_id": [run_id],
             "validated_at": pa.array([now], pa.timestamp("us", tz="UTC")),
             "units": [",".join(units)],
-            "success": [result.success],
+            "success": [success],
             "rows_in": [report.rows_in],
             "rows_clean": [report.rows_clean],
             "rows_quarantined": [report.rows_quarantined],
-            "quarantine_share": [result.quarantine_share],
+            "quarantine_share": [checked.share],
             "expectations_failed": [report.expectations_failed],
-            "failures": ["\n".join(result.failures)],
+            "failures": ["\n".join(checked.failures)],
             "accepted": pa.array([accepted], pa.string()),
         }
     )
@@ -128,7 +150,7 @@ def validate(
                 # A failed batch stays pending in the raw zone and is validated again after
                 # the fix, so only a passing (or accepted) batch quarantines its rows.
                 if passes:
-                    rows = _quarantine_table(stores, result.quarantined, run_id, now)
+                    rows = _quarantine_table(stores, checked.quarantined, run_id, now)
                     warehouse.replace_quarantine(con, "validate", units, rows)
                 warehouse.append(con, "validation_runs", verdict)
             committed = True  # the verdict is the commit
@@ -140,12 +162,78 @@ def validate(
     if not passes:
         raise ValidationError(
             f"batch {run_id}: {len(units)} raw partition file(s) ({units[0]}, ...)",
-            result.failures,
+            checked.failures,
             WAYS_FORWARD.format(batch=run_id),
         )
     for step in staged:
         step.commit()
     return report
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A batch's verdict and row split, however it was computed. ``settle(passes)`` returns the
+    clean files staged under the run's id for the commit; a batch that does not pass stages
+    none and leaves none behind."""
+
+    outcomes: list[ExpectationOutcome]
+    failures: list[str]
+    share: float
+    rows_in: int
+    rows_clean: int
+    quarantined: pl.DataFrame
+    settle: Callable[[bool], list[lake.StagedUnit]]
+
+
+def _checked_here(
+    stores: Stores,
+    batch: pl.DataFrame,
+    units: list[str],
+    params: ValidationParams,
+    history_dates: frozenset[date] | None,
+    run_id: str,
+) -> _Checked:
+    """The batch validated in one piece, in this process."""
+    result = validate_events(
+        batch, params, passthrough=["_unit"], history_dates=history_dates, gx_root=stores.gx_root
+    )
+
+    def stage(passes: bool) -> list[lake.StagedUnit]:
+        if not passes:
+            return []
+        by_file = _slices_by(result.clean, "_unit")
+        staged = []
+        for unit in units:
+            rows = by_file.get(str(lake.unit_path(stores.lake, "raw", unit)))
+            table = rows.drop("_unit").to_arrow() if rows is not None else EVENTS.empty_table()
+            staged.append(lake.stage_unit(stores.lake, "clean", unit, table, run_id=run_id))
+        return staged
+
+    return _Checked(
+        result.outcomes, result.failures, result.quarantine_share, batch.height,
+        result.clean.height, result.quarantined, stage,
+    )  # fmt: skip
+
+
+def _settle_staged(staged: list[lake.StagedUnit], passes: bool) -> list[lake.StagedUnit]:
+    """Shards staged every file's clean rows already: kept for the commit, or removed."""
+    if not passes:
+        for step in staged:
+            step.abort()
+        return []
+    return staged
+
+
+def _counts_by_reason(quarantined: pl.DataFrame) -> dict[str, int]:
+    rows = quarantined.group_by(C.reason).len().sort(C.reason).iter_rows()
+    return {str(reason): int(n) for reason, n in rows}
+
+
+def _first_event_ts(stores: Stores, units: list[str]) -> datetime | None:
+    """The earliest event time of the raw files (their Parquet statistics mostly answer)."""
+    files = [str(lake.unit_path(stores.lake, "raw", u)) for u in units]
+    first = pl.scan_parquet(files).select(pl.col(C.event_ts).min()).collect().item()
+    return first if isinstance(first, datetime) else None
 
 
 def _quarantine_table(

@@ -104,6 +104,8 @@ def _not_blank(
     return build
 
 
+DUPLICATE = "duplicate_event_id"
+
 ROW_RULES: tuple[RowRule, ...] = (
     RowRule("missing_user_id", lambda p: _blank(C.user_id), _not_blank(C.user_id)),
     RowRule("missing_item_id", lambda p: _blank(C.item_id), _not_blank(C.item_id)),
@@ -179,7 +181,7 @@ ROW_RULES: tuple[RowRule, ...] = (
         ],
     ),
     RowRule(
-        "duplicate_event_id",
+        DUPLICATE,
         # The first occurrence in ingestion order is kept; later copies are quarantined.
         lambda p: pl.col(C.event_id).is_first_distinct().not_(),
         lambda p, mostly: [
@@ -279,14 +281,20 @@ def daily_volume_suite(params: ValidationParams) -> gx.ExpectationSuite:
     return suite
 
 
+def day_counts(rows: pl.DataFrame) -> pl.DataFrame:
+    """Events per date of ``rows`` (``day``, ``n_events``): what the volume check reads, and
+    what shards add up."""
+    return rows.group_by(pl.col(C.event_ts).dt.date().alias("day")).agg(pl.len().alias("n_events"))
+
+
 def new_day_volumes(
-    rows: pl.DataFrame, history_dates: frozenset[date], complete_before: datetime | None = None
+    days: pl.DataFrame, history_dates: frozenset[date], complete_before: datetime | None = None
 ) -> pl.DataFrame:
-    """One row per event date of ``rows`` (the batch's rows that pass the row rules) not already
-    in the clean history: its event count. Dates already in history only receive late events,
-    which say nothing about volume; a date not over by ``complete_before`` (today, at 02:00) is
-    still filling up. Rows a row rule quarantines (a defect dated 2199) never make a day."""
-    days = rows.group_by(pl.col(C.event_ts).dt.date().alias("day")).agg(pl.len().alias("n_events"))
+    """The dates of ``days`` (:func:`day_counts` of the batch's rows that pass the row rules)
+    not already in the clean history, with their event counts. Dates already in history only
+    receive late events, which say nothing about volume; a date not over by
+    ``complete_before`` (today, at 02:00) is still filling up. Rows a row rule quarantines (a
+    defect dated 2199) never make a day."""
     days = days.filter(~pl.col("day").is_in(sorted(history_dates)))
     if complete_before is not None:
         days = days.filter(pl.col("day") < complete_before.date())
@@ -323,11 +331,18 @@ def _with_ids(outcome: ExpectationOutcome, frame: pl.DataFrame) -> ExpectationOu
     return replace(outcome, examples=repeated.head(len(outcome.examples)).to_list())
 
 
-def split_rows(batch: pl.DataFrame, params: ValidationParams) -> pl.DataFrame:
-    """Add a ``reason`` column: the first rule a row breaks, or null for a clean row."""
+def split_rows(
+    batch: pl.DataFrame, params: ValidationParams, seen_ids: frozenset[str] = frozenset()
+) -> pl.DataFrame:
+    """Add a ``reason`` column: the first rule a row breaks, or null for a clean row.
+    ``seen_ids`` are event ids whose first copy is in an earlier part of the batch (another
+    file, validated apart): their copies here are duplicates too."""
     reason: pl.Expr = pl.lit(None, dtype=pl.String)
     for rule in reversed(ROW_RULES):
         reason = pl.when(rule.violated(params)).then(pl.lit(rule.reason)).otherwise(reason)
+    if seen_ids:  # the duplicate rule comes last: only rows no other rule took
+        later_copy = pl.col(C.event_id).is_in(sorted(seen_ids))
+        reason = pl.when(later_copy).then(reason.fill_null(DUPLICATE)).otherwise(reason)
     return batch.with_columns(reason.alias(C.reason))
 
 
@@ -366,16 +381,31 @@ def to_gx_frame(batch: pl.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _shares(frame: pl.DataFrame) -> dict[str, float]:
-    """Share of rows each expectation's ``mostly`` applies to (see :func:`events_suite`)."""
-    if not frame.height:
-        return {}
-    shares = {c: 1.0 - frame[c].null_count() / frame.height for c in frame.columns}
+def present_counts(frame: pl.DataFrame) -> dict[str, int]:
+    """Per column its null count (``null:<column>``), and the rating rows with and without a
+    value: what :func:`shares` needs, additive across shards of a batch."""
+    counts = {f"null:{c}": frame[c].null_count() for c in frame.columns}
     if C.event_type in frame.columns and C.value in frame.columns:
         rating = frame[C.event_type] == "rating"
-        shares["rating"] = float(rating.sum()) / frame.height
-        shares["rating_value"] = float((rating & frame[C.value].is_not_null()).sum()) / frame.height
-    return shares
+        counts["rating"] = int(rating.sum())
+        counts["rating_value"] = int((rating & frame[C.value].is_not_null()).sum())
+    return counts
+
+
+def shares(height: int, counts: Mapping[str, int]) -> dict[str, float]:
+    """Share of rows each expectation's ``mostly`` applies to (see :func:`events_suite`), from
+    a batch's height and :func:`present_counts`."""
+    if not height:
+        return {}
+    out = {
+        key.removeprefix("null:"): 1.0 - n / height
+        for key, n in counts.items()
+        if key.startswith("null:")
+    }
+    for key in ("rating", "rating_value"):
+        if key in counts:
+            out[key] = float(counts[key]) / height
+    return out
 
 
 def validate_events(
@@ -402,7 +432,9 @@ def validate_events(
     flags = [c for c in flagged.columns if c not in frame.columns]
     shown = flagged.drop(passthrough)
     outcomes = run_expectations(
-        to_gx_frame(shown), lambda: events_suite(params, _shares(shown)), gx_root
+        to_gx_frame(shown),
+        lambda: events_suite(params, shares(shown.height, present_counts(shown))),
+        gx_root,
     )
     schema_ok = set(EVENTS.names) <= set(frame.columns)
     if schema_ok:
@@ -414,15 +446,47 @@ def validate_events(
         quarantined = frame.with_columns(pl.lit("schema_mismatch").alias(C.reason))
         clean = frame.clear()
     outcomes = [_with_ids(o, frame) for o in outcomes]
+    outcomes, failures, share = gate(
+        outcomes,
+        params,
+        rows=frame.height,
+        quarantined=quarantined.height,
+        clean_days=day_counts(clean) if schema_ok else None,
+        history_dates=history_dates,
+        gx_root=gx_root,
+    )
+    return ValidationResult(
+        clean=clean,
+        quarantined=quarantined,
+        outcomes=outcomes,
+        quarantine_share=share,
+        max_quarantine_share=params.thresholds.max_quarantine_share,
+        failures=failures,
+    )
+
+
+def gate(
+    outcomes: list[ExpectationOutcome],
+    params: ValidationParams,
+    *,
+    rows: int,
+    quarantined: int,
+    clean_days: pl.DataFrame | None,
+    history_dates: frozenset[date] | None,
+    gx_root: Path | None,
+) -> tuple[list[ExpectationOutcome], list[str], float]:
+    """The batch's verdict from the suite's outcomes: the failures (each failed expectation,
+    a short day by the daily volume suite, a quarantined share over the threshold), with the
+    volume outcomes added, and the quarantined share."""
     failures = [describe(o) for o in outcomes if not o.success]
     volume = params.trailing_daily_volume
-    if volume and history_dates is not None and schema_ok:
-        days = new_day_volumes(clean, history_dates, complete_before=params.window_end)
+    if volume and history_dates is not None and clean_days is not None:
+        days = new_day_volumes(clean_days, history_dates, complete_before=params.window_end)
         if days.height:
             checked = run_expectations(
                 days.to_pandas(), lambda: daily_volume_suite(params), gx_root
             )
-            outcomes += checked
+            outcomes = outcomes + checked
             failures += [describe(o) for o in checked if not o.success]
             if not all(o.success for o in checked):
                 floor = params.thresholds.min_volume_ratio * volume
@@ -432,18 +496,11 @@ def validate_events(
                     f"{volume:.0f} ({floor:.0f}): a partial export? (check daily_volume)"
                     for day, n in days.filter(pl.col("n_events") < floor).iter_rows()
                 ]
-    share = quarantined.height / frame.height if frame.height else 0.0
+    share = quarantined / rows if rows else 0.0
     if share > params.thresholds.max_quarantine_share:
         failures.append(
             f"quarantined share {share:.2%} exceeds max_quarantine_share "
             f"{params.thresholds.max_quarantine_share:.2%} "
-            f"({quarantined.height} of {frame.height} rows)"
+            f"({quarantined} of {rows} rows)"
         )
-    return ValidationResult(
-        clean=clean,
-        quarantined=quarantined,
-        outcomes=outcomes,
-        quarantine_share=share,
-        max_quarantine_share=params.thresholds.max_quarantine_share,
-        failures=failures,
-    )
+    return outcomes, failures, share

@@ -51,6 +51,8 @@ class ExpectationOutcome:
     error: str | None = None
     observed: object = None
     examples: list[object] = field(default_factory=list)
+    element_count: int | None = None  # rows the expectation looked at (after a row condition)
+    missing_count: int | None = None  # of which null (None: nulls count as rows considered)
 
 
 def data_docs_index(gx_root: Path) -> Path:
@@ -155,6 +157,8 @@ def _outcomes(result: gx.core.ExpectationSuiteValidationResult) -> list[Expectat
                 error=str(exc.get("exception_message")) if raised else None,
                 observed=r.result.get("observed_value"),
                 examples=list(r.result.get("partial_unexpected_list") or []),
+                element_count=r.result.get("element_count"),
+                missing_count=r.result.get("missing_count"),
             )
         )
     return outcomes

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,8 +29,9 @@ from pipelines.stores import Stores, lake, scored, warehouse
 from pipelines.stores.cluster import local_cluster
 from pipelines.stores.tracking import Tracking
 from pipelines.suites.events import ValidationThresholds
+from pipelines.suites.runner import ValidationError
 from pipelines.train import train
-from pipelines.validate import validate
+from pipelines.validate import ValidateReport, validate
 
 AT = datetime(2030, 1, 1, tzinfo=UTC)
 K = 5
@@ -92,6 +94,80 @@ def test_sharded_extraction_equals_the_single_machine_one(
         assert a[name].equals(b[name]), name
     for name in ("quarantine", "extractions"):
         assert _table(sharded, name).equals(_table(single, name)), name
+
+
+def _extracted_twice(root: Path, landing: Path) -> tuple[Stores, Stores]:
+    single, sharded = _stores(root / "a", landing), _stores(root / "b", landing)
+    for stores in (single, sharded):
+        extract(stores, sources=[FileSource()], run_id="r", ingested_at=AT)
+    return single, sharded
+
+
+def _copy_ids_across_files(stores: Stores) -> list[str]:
+    """Rewrite the raw zone so that ids cross files: the last raw file gets two rows of the
+    first (later copies of ids first seen in another file), and a row of its own twice."""
+    units = sorted(lake.units(stores.lake, "raw"))
+    first = lake.read_unit(stores.lake, "raw", units[0])
+    last = lake.read_unit(stores.lake, "raw", units[-1])
+    copies = pa.concat_tables([last, first.slice(0, 2).cast(last.schema), last.slice(0, 1)])
+    lake.write_unit(stores.lake, "raw", units[-1], copies)
+    return [str(i) for i in first.column("event_id").to_pylist()[:2]]
+
+
+def _validated(stores: Stores, address: str | None, thresholds: ValidationThresholds) -> object:
+    """The validation's report, or the error it raised (a failed batch)."""
+    try:
+        return validate(stores, run_id="v", now=AT, thresholds=thresholds, dask_address=address)
+    except ValidationError as error:
+        return str(error)
+
+
+def _same_validation(single: Stores, sharded: Stores) -> None:
+    for zone in ("raw", "clean"):
+        a, b = _lake_files(single, zone), _lake_files(sharded, zone)
+        assert list(a) == list(b), zone
+        for name in a:
+            assert a[name].equals(b[name]), (zone, name)
+    for name in ("quarantine", "validation_runs"):
+        assert _table(sharded, name).equals(_table(single, name)), name
+
+
+def test_sharded_validation_equals_the_single_machine_one(
+    tmp_path: Path, tiny_landing: Path, cluster: str
+) -> None:
+    single, sharded = _extracted_twice(tmp_path, tiny_landing)
+    assert len(lake.units(single.lake, "raw")) > 2  # several shards
+    one = _validated(single, None, ValidationThresholds())
+    two = _validated(sharded, cluster, ValidationThresholds())
+    assert isinstance(one, ValidateReport)
+    assert two == one
+    assert one.rows_quarantined > 0  # the preset's defects: the quarantine is compared too
+    _same_validation(single, sharded)
+
+
+def test_sharded_validation_finds_duplicates_across_files_and_fails_as_one_piece(
+    tmp_path: Path, tiny_landing: Path, cluster: str
+) -> None:
+    single, sharded = _extracted_twice(tmp_path, tiny_landing)
+    copied = _copy_ids_across_files(single)
+    assert _copy_ids_across_files(sharded) == copied
+    # Strict enough that the copies (and the preset's defects) fail the batch: the verdict,
+    # counts and message are the whole batch's, though every shard saw only its own file.
+    strict = ValidationThresholds(max_quarantine_share=0.0001)
+    one = _validated(single, None, strict)
+    two = _validated(sharded, cluster, strict)
+    assert isinstance(one, str)
+    assert "expect_column_values_to_be_unique on column 'event_id'" in one
+    assert two == one
+    _same_validation(single, sharded)
+    # Let through as it is: the later copies are quarantined as duplicates on both paths.
+    one = _validated(single, None, ValidationThresholds(max_quarantine_share=0.5))
+    two = _validated(sharded, cluster, ValidationThresholds(max_quarantine_share=0.5))
+    assert isinstance(one, ValidateReport)
+    assert two == one
+    _same_validation(single, sharded)
+    quarantine = _table(sharded, "quarantine").filter(pl.col("reason") == "duplicate_event_id")
+    assert set(copied) <= set(quarantine["event_id"].to_list())
 
 
 def _scored_lists(report: ScoreReport) -> pl.DataFrame:

@@ -1,0 +1,311 @@
+"""Validation on a Dask cluster: one shard per raw partition file, one verdict per batch.
+
+Each shard reads its file, runs the events suite on it with GX, splits its rows by the row rules
+and stages its clean rows under the run's id (:func:`validate_unit`). The stage then adds up
+what GX counted in every file (unexpected, element and missing rows per expectation) and judges
+the sums with the batch's ``mostly``, by GX's own rule (``(considered - unexpected) /
+considered >= mostly``, vacuously true on no rows): the verdict is the one GX gives the whole
+batch in one piece (:func:`add_up`).
+
+Two things cross files:
+
+- a duplicate event id whose first copy is in an earlier file: every file's ids are hashed, the
+  hashes seen in two files are looked up as ids (:func:`ids_among`; a hash collision is not a
+  duplicate), and a file holding later copies is split again with those ids;
+- the volume of a day: the files' clean day counts add up before the daily volume check.
+
+The stage commits in file order, so the clean files and the quarantine are the single-machine
+ones (``tests/unit/test_cluster.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import polars as pl
+import pyarrow.parquet as pq
+
+from features.contracts import C
+from pipelines.stores import cluster, lake
+from pipelines.suites.events import (
+    ValidationParams,
+    day_counts,
+    events_suite,
+    membership_flags,
+    present_counts,
+    shares,
+    split_rows,
+    to_gx_frame,
+)
+from pipelines.suites.runner import ExpectationOutcome, run_expectations
+
+UNIT = "_unit"
+EXAMPLES = 20
+"""Examples a failed expectation quotes: GX's ``partial_unexpected_count`` in SUMMARY mode."""
+HASH_SEED = 0
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every shard reads (broadcast once per worker)."""
+
+    lake: Path
+    run_id: str
+    params: ValidationParams
+
+
+@dataclass(frozen=True)
+class UnitVerdict:
+    """One file's part of a batch's validation; its clean rows are staged, not yet in place."""
+
+    unit: str
+    rows: int
+    present: dict[str, int]
+    outcomes: list[ExpectationOutcome]
+    quarantined: pl.DataFrame
+    clean_rows: int
+    clean_days: pl.DataFrame
+    id_hashes: pl.Series
+    repeated: pl.DataFrame  # ids repeated inside the file: event_id, pos (first row), first 20
+    staged: lake.StagedUnit
+
+
+def validate_unit(shared: _Shared, work: tuple[str, frozenset[str]]) -> UnitVerdict:
+    """Validate one raw file; ``work`` is (unit, ids whose first copy is in an earlier file of
+    the batch: their copies here are quarantined as duplicates)."""
+    unit, earlier = work
+    params = shared.params
+    frame = lake.read_units(shared.lake, "raw", [unit], unit_column=UNIT)
+    flagged = membership_flags(frame, params)
+    flags = [c for c in flagged.columns if c not in frame.columns]
+    shown = flagged.drop(UNIT)
+    present = present_counts(shown)
+    outcomes = run_expectations(
+        to_gx_frame(shown), lambda: events_suite(params, shares(shown.height, present))
+    )
+    labelled = split_rows(flagged, params, seen_ids=earlier).drop(flags)
+    quarantined = labelled.filter(pl.col(C.reason).is_not_null())
+    clean = labelled.filter(pl.col(C.reason).is_null()).drop(C.reason)
+    staged = lake.stage_unit(
+        shared.lake, "clean", unit, clean.drop(UNIT).to_arrow(), run_id=shared.run_id
+    )
+    repeated = (
+        frame.select(C.event_id)
+        .with_row_index("pos")
+        .filter(pl.col(C.event_id).is_duplicated())
+        .unique(C.event_id, keep="first", maintain_order=True)
+        .head(EXAMPLES)
+    )
+    return UnitVerdict(
+        unit=unit,
+        rows=frame.height,
+        present=present,
+        outcomes=outcomes,
+        quarantined=quarantined,
+        clean_rows=clean.height,
+        clean_days=day_counts(clean),
+        id_hashes=frame[C.event_id].hash(HASH_SEED).unique(),
+        repeated=repeated,
+        staged=staged,
+    )
+
+
+def ids_among(shared: _Shared, work: tuple[str, pl.Series]) -> pl.DataFrame:
+    """The event ids of one raw file whose hash is in ``work[1]``: event_id, count, pos (first
+    row)."""
+    unit, hashes = work
+    ids = pl.from_arrow(
+        pq.read_table(lake.unit_path(shared.lake, "raw", unit), columns=[C.event_id])
+    )
+    assert isinstance(ids, pl.DataFrame)
+    return (
+        ids.with_row_index("pos")
+        .filter(pl.col(C.event_id).hash(HASH_SEED).is_in(hashes.implode()))
+        .group_by(C.event_id, maintain_order=True)
+        .agg(pl.len().alias("count"), pl.col("pos").first())
+    )
+
+
+@dataclass(frozen=True)
+class ShardedVerdict:
+    """A batch's validation added up over its files, in file order."""
+
+    units: list[UnitVerdict]
+    outcomes: list[ExpectationOutcome]
+    rows: int
+    quarantined: pl.DataFrame
+    clean_days: pl.DataFrame
+
+    @property
+    def clean_rows(self) -> int:
+        return sum(u.clean_rows for u in self.units)
+
+
+def validate_units(
+    client: Any, lake_root: Path, units: list[str], params: ValidationParams, run_id: str
+) -> ShardedVerdict:
+    """Validate ``units`` one shard each on the cluster ``client`` reaches (None: in process),
+    and add their verdicts up. The caller commits or aborts every unit's staged file."""
+    shared = cluster.broadcast(client, _Shared(lake_root, run_id, params))
+    verdicts = list(
+        cluster.map_in_order(client, validate_unit, shared, [(u, frozenset[str]()) for u in units])
+    )
+    cross = _cross_unit_ids(client, shared, verdicts)
+    if cross.height:
+        first = cross.group_by(C.event_id).agg(pl.col("unit").min().alias("first"))
+        later = cross.join(first, on=C.event_id).filter(pl.col("unit") > pl.col("first"))
+        again = {
+            int(index): frozenset(ids)
+            for index, ids in later.group_by("unit").agg(pl.col(C.event_id)).iter_rows()
+        }
+        order = sorted(again)
+        work = [(units[i], again[i]) for i in order]
+        for i, verdict in zip(
+            order, cluster.map_in_order(client, validate_unit, shared, work), strict=True
+        ):
+            verdicts[i] = verdict
+    rows = sum(v.rows for v in verdicts)
+    present: dict[str, int] = {}
+    for v in verdicts:
+        for key, n in v.present.items():
+            present[key] = present.get(key, 0) + n
+    gx.get_context(mode="ephemeral")  # GX builds expectations only inside a context
+    suite = events_suite(params, shares(rows, present))
+    outcomes = []
+    for i, expectation in enumerate(suite.expectations):
+        outcome = add_up(expectation, [v.outcomes[i] for v in verdicts])
+        if outcome.expectation == "expect_column_values_to_be_unique":
+            outcome = _uniqueness_across(outcome, _mostly(expectation), verdicts, cross)
+        outcomes.append(outcome)
+    days = pl.concat([v.clean_days for v in verdicts]).group_by("day").agg(pl.sum("n_events"))
+    return ShardedVerdict(
+        units=verdicts,
+        outcomes=outcomes,
+        rows=rows,
+        quarantined=pl.concat([v.quarantined for v in verdicts]),
+        clean_days=days,
+    )
+
+
+def _cross_unit_ids(client: Any, shared: Any, verdicts: list[UnitVerdict]) -> pl.DataFrame:
+    """Event ids found in more than one file: event_id, unit (index), count, pos."""
+    hashes = pl.concat(
+        pl.DataFrame({"hash": v.id_hashes, "unit": i}, schema={"hash": pl.UInt64, "unit": pl.Int64})
+        for i, v in enumerate(verdicts)
+    )
+    shared_hashes = hashes.filter(pl.col("hash").is_duplicated())
+    empty = pl.DataFrame(
+        schema={C.event_id: pl.String, "count": pl.UInt32, "pos": pl.UInt32, "unit": pl.Int64}
+    )
+    if not shared_hashes.height:
+        return empty
+    by_unit = shared_hashes.group_by("unit").agg("hash").sort("unit")
+    work = [(verdicts[i].unit, pl.Series(h, dtype=pl.UInt64)) for i, h in by_unit.iter_rows()]
+    found = [
+        ids.with_columns(pl.lit(i, pl.Int64).alias("unit"))
+        for i, ids in zip(
+            by_unit["unit"], cluster.map_in_order(client, ids_among, shared, work), strict=True
+        )
+    ]
+    ids = pl.concat([empty, *found])
+    return ids.filter(pl.col("unit").n_unique().over(C.event_id) > 1)
+
+
+def add_up(expectation: Any, parts: Sequence[ExpectationOutcome]) -> ExpectationOutcome:
+    """One expectation's verdict on a whole batch from its verdicts on the batch's files, as GX
+    would give it on the batch in one piece (``expectation`` carries the batch's ``mostly``)."""
+    kind = expectation.expectation_type
+    for part in parts:
+        if part.expectation != kind:
+            raise ValueError(f"shard outcomes out of order: {part.expectation} is not {kind}")
+    first = parts[0]
+    errors = [p.error for p in parts if p.error]
+    if errors:
+        return replace(first, success=False, error=errors[0])
+    if all(p.unexpected_count is None for p in parts):  # a table-level expectation
+        if kind == "expect_table_row_count_to_be_between":
+            observed = sum(int(p.observed) for p in parts)  # type: ignore[call-overload]
+            low, high = expectation.min_value, expectation.max_value
+            ok = (low is None or observed >= low) and (high is None or observed <= high)
+            return replace(first, success=ok, observed=observed)
+        if kind == "expect_table_columns_to_match_set":
+            return replace(first, success=all(p.success for p in parts))
+        raise ValueError(f"{kind}: no rule to add its verdicts up across shards")
+    unexpected = sum(p.unexpected_count or 0 for p in parts)
+    element = sum(p.element_count or 0 for p in parts)
+    missing = (
+        None
+        if all(p.missing_count is None for p in parts)
+        else sum(p.missing_count or 0 for p in parts)
+    )
+    examples = [e for p in parts for e in p.examples][:EXAMPLES]
+    return _judged(first, _mostly(expectation), unexpected, element, missing, examples)
+
+
+def _judged(
+    outcome: ExpectationOutcome,
+    mostly: float,
+    unexpected: int,
+    element: int,
+    missing: int | None,
+    examples: list[object],
+) -> ExpectationOutcome:
+    considered = element - missing if missing is not None else element
+    # GX's _mostly_success and _format_map_output (great_expectations 1.x), on the sums.
+    success = (
+        True
+        if element == 0 or considered == 0
+        else (float(considered) - float(unexpected)) / float(considered) >= mostly
+    )
+    percent = unexpected / considered * 100 if considered > 0 else None
+    return replace(
+        outcome,
+        success=success,
+        unexpected_count=unexpected,
+        unexpected_percent=percent,
+        element_count=element,
+        missing_count=missing,
+        examples=examples,
+    )
+
+
+def _uniqueness_across(
+    outcome: ExpectationOutcome, mostly: float, verdicts: list[UnitVerdict], cross: pl.DataFrame
+) -> ExpectationOutcome:
+    """The event id uniqueness verdict with the copies across files counted (every shard saw
+    only its own file), quoting the repeated ids in order of first appearance."""
+    if outcome.column != C.event_id:
+        raise ValueError(f"uniqueness of {outcome.column}: no rule to add it up across shards")
+    assert outcome.unexpected_count is not None
+    assert outcome.element_count is not None
+    # Rows of a cross-file id: all of them are unexpected; a file counted its own only when
+    # the id repeats inside it.
+    per_id = cross.group_by(C.event_id).agg(
+        pl.sum("count").alias("total"),
+        pl.col("count").filter(pl.col("count") > 1).sum().alias("counted"),
+    )
+    extra = int(per_id["total"].sum() or 0) - int(per_id["counted"].sum() or 0)
+    unexpected = outcome.unexpected_count + extra
+    firsts = pl.concat(
+        [
+            *(
+                v.repeated.with_columns(pl.lit(i, pl.Int64).alias("unit"))
+                for i, v in enumerate(verdicts)
+            ),
+            cross.select(C.event_id, "pos", "unit"),
+        ],
+        how="diagonal_relaxed",
+    )
+    order = firsts.sort("unit", "pos").unique(C.event_id, keep="first", maintain_order=True)
+    examples = order[C.event_id].head(min(EXAMPLES, unexpected)).to_list()
+    return _judged(
+        outcome, mostly, unexpected, outcome.element_count, outcome.missing_count, examples
+    )
+
+
+def _mostly(expectation: Any) -> float:
+    return float(expectation.mostly)
