@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -15,8 +15,19 @@ import pyarrow as pa
 
 from features.contracts import EVENTS, C, quarantine_rows
 from pipelines.stores import Stores, cluster, lake, warehouse
-from pipelines.suites.events import ValidationParams, ValidationThresholds, gate, validate_events
-from pipelines.suites.runner import ExpectationOutcome, ValidationError, offline_data_docs
+from pipelines.suites.events import (
+    ValidationParams,
+    ValidationThresholds,
+    events_suite,
+    gate,
+    validate_events,
+)
+from pipelines.suites.runner import (
+    ExpectationOutcome,
+    ValidationError,
+    keep_added_up,
+    offline_data_docs,
+)
 from pipelines.validate_shards import validate_units
 
 WAYS_FORWARD = (
@@ -98,6 +109,11 @@ def validate(
     else:
         with cluster.connect(dask_address) as client:
             sharded = validate_units(client, stores.lake, units, params, run_id)
+        if stores.gx_root is not None:  # stamped by the wall clock, as GX's checkpoints do
+            keep_added_up(
+                stores.gx_root, lambda: events_suite(params, sharded.shares), sharded.outcomes,
+                run_name=run_id, run_time=datetime.now(UTC), batch=f"added-up-{len(units)}-files",
+            )  # fmt: skip
         outcomes, failures, share = gate(
             sharded.outcomes,
             params,

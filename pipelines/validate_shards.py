@@ -139,6 +139,7 @@ class ShardedVerdict:
     rows: int
     quarantined: pl.DataFrame
     clean_days: pl.DataFrame
+    shares: dict[str, float]  # the batch's, which its suite's ``mostly`` values rest on
 
     @property
     def clean_rows(self) -> int:
@@ -173,8 +174,9 @@ def validate_units(
     for v in verdicts:
         for key, n in v.present.items():
             present[key] = present.get(key, 0) + n
+    batch_shares = shares(rows, present)
     gx.get_context(mode="ephemeral")  # GX builds expectations only inside a context
-    suite = events_suite(params, shares(rows, present))
+    suite = events_suite(params, batch_shares)
     outcomes = []
     for i, expectation in enumerate(suite.expectations):
         outcome = add_up(expectation, [v.outcomes[i] for v in verdicts])
@@ -188,6 +190,7 @@ def validate_units(
         rows=rows,
         quarantined=pl.concat([v.quarantined for v in verdicts]),
         clean_days=days,
+        shares=batch_shares,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import cast
 
@@ -16,13 +17,25 @@ import great_expectations as gx
 import great_expectations.execution_engine.pandas_execution_engine as _gx_pandas_engine
 import pandas as pd
 from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.data_context.types.resource_identifiers import (
+    ExpectationSuiteIdentifier,
+    ValidationResultIdentifier,
+)
 from great_expectations.datasource.fluent import PandasDatasource
 
 from pipelines.suites import ValidationError
 from pipelines.suites.docs import offline_index_path, write_offline_index
 
-__all__ = ["ValidationError", "data_docs_index", "offline_data_docs", "run_expectations"]
+__all__ = [
+    "ValidationError",
+    "data_docs_index",
+    "keep_added_up",
+    "offline_data_docs",
+    "run_expectations",
+]
 
 
 @contextmanager
@@ -132,6 +145,79 @@ def _validate(
         (result,) = run.run_results.values()
         write_offline_index(gx_root / "gx", data_docs_index(gx_root).parent)
     return result
+
+
+def keep_added_up(
+    gx_root: Path,
+    build_suite: Callable[[], gx.ExpectationSuite],
+    outcomes: list[ExpectationOutcome],
+    *,
+    run_name: str,
+    run_time: datetime,
+    batch: str,
+) -> None:
+    """Store a verdict GX did not compute in one validation (its outcomes added up from
+    shards, :mod:`pipelines.validate_shards`) as a validation result of the suite
+    ``build_suite`` makes, under ``<gx_root>/gx``, and rebuild the Data Docs: it reads like
+    any other result there."""
+    files = gx.get_context(mode="file", project_root_dir=str(gx_root))
+    files.variables.progress_bars = ProgressBarsConfig(globally=False)
+    suite = files.suites.add_or_update(build_suite())
+    if len(suite.expectations) != len(outcomes):
+        raise ValueError(
+            f"{len(outcomes)} outcomes for the {len(suite.expectations)} of {suite.name}"
+        )
+    results = [
+        ExpectationValidationResult(
+            success=o.success,
+            expectation_config=expectation.configuration,
+            result=_result_dict(o),
+            exception_info={
+                "raised_exception": bool(o.error),
+                "exception_message": o.error,
+                "exception_traceback": None,
+            },
+        )
+        for expectation, o in zip(suite.expectations, outcomes, strict=True)
+    ]
+    passed = sum(o.success for o in outcomes)
+    run = RunIdentifier(run_name=run_name, run_time=run_time)
+    files.validation_results_store.set(
+        ValidationResultIdentifier(ExpectationSuiteIdentifier(name=suite.name), run, batch),
+        ExpectationSuiteValidationResult(
+            success=passed == len(outcomes),
+            results=results,
+            suite_name=suite.name,
+            statistics={
+                "evaluated_expectations": len(outcomes),
+                "successful_expectations": passed,
+                "unsuccessful_expectations": len(outcomes) - passed,
+                "success_percent": 100.0 * passed / len(outcomes) if outcomes else None,
+            },
+            meta={
+                "run_id": run,
+                "great_expectations_version": gx.__version__,
+                "batch_markers": {},
+                "added_up_from": batch,
+            },
+        ),
+    )
+    files.build_data_docs()
+    write_offline_index(gx_root / "gx", data_docs_index(gx_root).parent)
+
+
+def _result_dict(o: ExpectationOutcome) -> dict[str, object]:
+    values = {
+        "element_count": o.element_count,
+        "missing_count": o.missing_count,
+        "unexpected_count": o.unexpected_count,
+        "unexpected_percent": o.unexpected_percent,
+        "observed_value": o.observed,
+    }
+    out: dict[str, object] = {k: v for k, v in values.items() if v is not None}
+    if o.unexpected_count is not None:
+        out["partial_unexpected_list"] = o.examples
+    return out
 
 
 def _outcomes(result: gx.core.ExpectationSuiteValidationResult) -> list[ExpectationOutcome]:

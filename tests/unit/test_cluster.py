@@ -4,9 +4,11 @@ lake files, quarantine and lists on the ``tiny`` preset, also when a worker dies
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from pipelines.stores import Stores, lake, scored, warehouse
 from pipelines.stores.cluster import local_cluster
 from pipelines.stores.tracking import Tracking
 from pipelines.suites.events import ValidationThresholds
-from pipelines.suites.runner import ValidationError
+from pipelines.suites.runner import ValidationError, offline_data_docs
 from pipelines.train import train
 from pipelines.validate import ValidateReport, validate
 
@@ -98,6 +100,7 @@ def test_sharded_extraction_equals_the_single_machine_one(
 
 def _extracted_twice(root: Path, landing: Path) -> tuple[Stores, Stores]:
     single, sharded = _stores(root / "a", landing), _stores(root / "b", landing)
+    single, sharded = (replace(s, gx_root=s.lake.parent / "gx") for s in (single, sharded))
     for stores in (single, sharded):
         extract(stores, sources=[FileSource()], run_id="r", ingested_at=AT)
     return single, sharded
@@ -115,9 +118,11 @@ def _copy_ids_across_files(stores: Stores) -> list[str]:
 
 
 def _validated(stores: Stores, address: str | None, thresholds: ValidationThresholds) -> object:
-    """The validation's report, or the error it raised (a failed batch)."""
+    """The validation's report (but where its Data Docs are), or the error it raised (a
+    failed batch)."""
     try:
-        return validate(stores, run_id="v", now=AT, thresholds=thresholds, dask_address=address)
+        report = validate(stores, run_id="v", now=AT, thresholds=thresholds, dask_address=address)
+        return replace(report, data_docs=None)
     except ValidationError as error:
         return str(error)
 
@@ -168,6 +173,28 @@ def test_sharded_validation_finds_duplicates_across_files_and_fails_as_one_piece
     _same_validation(single, sharded)
     quarantine = _table(sharded, "quarantine").filter(pl.col("reason") == "duplicate_event_id")
     assert set(copied) <= set(quarantine["event_id"].to_list())
+    # The Data Docs keep the added-up verdicts as results of the same suite, pass and fail.
+    assert _kept_verdicts(sharded) == _kept_verdicts(single)
+    assert [ok for ok, _ in _kept_verdicts(sharded)] == [False, True]
+
+
+def _kept_verdicts(stores: Stores) -> list[tuple[bool, list[tuple[str, bool, object]]]]:
+    """The stored results of the events suite, oldest written first: success, and per expectation
+    (type, success, unexpected count or observed value)."""
+    assert stores.gx_root is not None
+    found = []
+    for path in (stores.gx_root / "gx" / "uncommitted" / "validations" / "new_events").rglob(
+        "*.json"
+    ):
+        doc = json.loads(path.read_text())
+        rows = [
+            (r["expectation_config"]["type"], r["success"],
+             r["result"].get("unexpected_count", r["result"].get("observed_value")))
+            for r in doc["results"]
+        ]  # fmt: skip
+        found.append((path.stat().st_mtime_ns, doc["success"], rows))
+    assert offline_data_docs(stores.gx_root).exists()
+    return [(ok, rows) for _, ok, rows in sorted(found, key=lambda f: f[0])]
 
 
 def _scored_lists(report: ScoreReport) -> pl.DataFrame:
