@@ -14,7 +14,8 @@ both fixing what was measured, not tuning it, are marked *amended*):
   since DuckDB's and Polars' thread pools ignored the one-thread variables; the publish is one
   run, since publishing the same lists again is a no-op by design (the first run's "best of
   two" timed the no-op).
-- **1 vs 2 workers.** The same sharded extraction and scoring on a ``LocalCluster`` of one,
+- **1 vs 2 workers.** The same sharded extraction and scoring (*amended*, stop 19: and
+  validation, once it was sharded) on a ``LocalCluster`` of one,
   then two single-threaded worker processes (the cluster started before the clock starts; the
   item vectors broadcast once per worker, inside the timing). Speed-up = t(1) / t(2); 2.0 is
   the ceiling on two cores, and the machine's other load is not controlled. *Amended:* each
@@ -74,6 +75,11 @@ def _pin_worker() -> None:
     except ValueError:  # not on a worker: the in-process runs are pinned by per_core
         return
     os.sched_setaffinity(0, {name % (os.cpu_count() or 1)})
+
+
+def _pin_this(dask_worker: Any) -> None:
+    """``Client.run``'s form of :func:`_pin_worker` (it hands the worker over)."""
+    os.sched_setaffinity(0, {int(dask_worker.name) % (os.cpu_count() or 1)})
 
 
 def _extract_shard(shared: tuple[Any, Path, datetime], path: Path) -> int:
@@ -233,28 +239,48 @@ def _publish(url: str) -> float:
 
 
 def speed_up(root: Path) -> list[tuple[str, float, float]]:
-    """(what, seconds on one worker, seconds on two) for the sharded extraction and scoring."""
+    """(what, seconds on one worker, seconds on two) for the sharded extraction, validation
+    and scoring."""
+    import polars as pl
+
     from pipelines.sources.readers import FileSource
-    from pipelines.stores import cluster
+    from pipelines.stores import cluster, lake
+    from pipelines.suites.events import ValidationParams, ValidationThresholds
+    from pipelines.validate_shards import validate_units
 
     files = FileSource().files(_landing(root) / "events")
     at = datetime.now(UTC)
     item_vectors = _vectors(100_000, 1)
     blocks = [_vectors(500, 10 + b) for b in range(16)]
+    items = pl.read_csv(_landing(root) / "items.csv", infer_schema=False)["item_id"].to_list()
+    params = ValidationParams(
+        window_end=at + timedelta(minutes=10),
+        known_items=frozenset(items),
+        thresholds=ValidationThresholds(max_quarantine_share=1.0),
+    )
     out: dict[str, list[float]] = {"extract (one shard per file)": [],
+                                   "validate (one shard per raw file, verdicts added up)": [],
                                    "score 100,000 items (16 user shards)": []}  # fmt: skip
     for workers in (1, 2):
         with cluster.local_cluster(workers) as address, cluster.connect(address) as client:
-            shared = (FileSource(), root / f"lake-{workers}", at)
+            lake_dir = root / f"lake-{workers}"
+            shared = (FileSource(), lake_dir, at)
 
             def extract_all(c: Any = client, s: Any = shared) -> None:
                 list(cluster.map_in_order(c, _extract_shard, s, files))
+
+            def validate_all(c: Any = client, where: Path = lake_dir) -> None:
+                c.run(_pin_this)  # the library's own shard function: the workers pinned first
+                verdict = validate_units(c, where, sorted(lake.units(where, "raw")), params, "s")
+                for unit in verdict.units:
+                    unit.staged.abort()
 
             def score_all(c: Any = client) -> None:
                 items = cluster.broadcast(c, item_vectors)
                 list(cluster.map_in_order(c, _score_shard, items, blocks))
 
             out["extract (one shard per file)"].append(_best(extract_all))
+            out["validate (one shard per raw file, verdicts added up)"].append(_best(validate_all))
             out["score 100,000 items (16 user shards)"].append(_best(score_all))
     return [(what, one, two) for what, (one, two) in out.items()]
 
