@@ -7,17 +7,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from features.contracts import ContractError
-from pipelines.stores import Stores, scored, warehouse
+from pipelines.stores import Stores, cluster, scored, warehouse
 from pipelines.stores.serving import (
     KEEP_VERSIONS,
     ServingStore,
     publish_recommendations,
     rollback,
 )
+from pipelines.stores.serving_shards import PART_ROWS, load_sharded
 from pipelines.stores.urls import redact
 
 
@@ -40,9 +42,15 @@ def publish(
     recommendations: Path,
     clock: Callable[[], datetime],
     keep_versions: int = KEEP_VERSIONS,
+    dask_address: str | None = None,
+    part_rows: int = PART_ROWS,
 ) -> PublishReport:
     """Publish the lists of one committed score run (``recommendations``: its directory; in the
     flow, the run's own).
+
+    With ``dask_address`` (a Dask scheduler) and a PostgreSQL store, the lists are loaded over
+    parallel connections, one shard per part of about ``part_rows`` rows
+    (:mod:`pipelines.stores.serving_shards`); the version served is the same.
 
     Raises:
         ContractError: the run never committed (no manifest: killed or failed mid-score), its
@@ -55,17 +63,28 @@ def publish(
     (popular,) = warehouse.read_tables(stores.warehouse, "popular_items")
     run_id = str(run.manifest["run_id"])
     version = str(run.manifest["model_version"])
-    pub = publish_recommendations(
-        ServingStore(stores.serving_url),
-        table,
-        popular.to_arrow(),
-        similar_items=run.similar_items,
-        run_id=run_id,
-        model_version=version,
-        clock=clock,
-        checksum=run.checksum,
-        keep=keep_versions,
-    )
+    store = ServingStore(stores.serving_url)
+    sharded = dask_address if store.dialect == "postgresql" else None  # SQLite: one writer
+    with cluster.connect(sharded) as client:
+        load = None
+        if client is not None:
+            path = recommendations / "recommendations.parquet"
+
+            def load(cur: Any, target: str) -> int:
+                return load_sharded(client, store, cur, path, target, part_rows)
+
+        pub = publish_recommendations(
+            store,
+            table,
+            popular.to_arrow(),
+            similar_items=run.similar_items,
+            run_id=run_id,
+            model_version=version,
+            clock=clock,
+            checksum=run.checksum,
+            keep=keep_versions,
+            load_recommendations=load,
+        )
     report = PublishReport(
         redact(stores.serving_url), run_id, version, pub.n_users, pub.n_rows, pub.checksum,
         pub.version,

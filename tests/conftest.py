@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,9 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
-@pytest.fixture
-def pg_schema_url(postgres_url: str) -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, dropped after the test."""
+@contextmanager
+def _fresh_schema(postgres_url: str) -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped on exit."""
     import uuid
 
     import adbc_driver_postgresql.dbapi as postgresql
@@ -46,6 +47,20 @@ def pg_schema_url(postgres_url: str) -> Iterator[str]:
     yield f"{postgres_url}?options=-csearch_path%3D{schema}"
     with postgresql.connect(postgres_url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(f"drop schema {schema} cascade")
+
+
+@pytest.fixture
+def pg_schema_url(postgres_url: str) -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped after the test."""
+    with _fresh_schema(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture
+def other_pg_schema_url(postgres_url: str) -> Iterator[str]:
+    """A second fresh schema, for tests comparing two stores."""
+    with _fresh_schema(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

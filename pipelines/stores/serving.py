@@ -152,7 +152,14 @@ def _iso_text(column: pa.ChunkedArray) -> pa.Array:
     return pc.take(text, pc.index_in(column, value_set=distinct))
 
 
-def _for_store(store: ServingStore, table: pa.Table) -> pa.Table:
+def create_table_sql(store: ServingStore, table: str, kind: str) -> str:
+    """``create table`` for a serving table of ``kind`` (recommendations, popular_items,
+    similar_items) named ``table``, without its key (built after the load)."""
+    return f"create table {table} ({store.ddl(_DDL[kind])})"
+
+
+def for_store(store: ServingStore, table: pa.Table) -> pa.Table:
+    """Rows as the store keeps them (SQLite: timestamps as :data:`SQLITE_TS` text)."""
     if store.dialect != "sqlite":
         return table
     # SQLite has no timestamp type: store UTC timestamps as ISO-8601 text.
@@ -213,6 +220,7 @@ def publish_recommendations(
     clock: Callable[[], datetime],
     checksum: str | None = None,
     keep: int = KEEP_VERSIONS,
+    load_recommendations: Callable[[Any, str], object] | None = None,
 ) -> Publication:
     """Load a new version and make it the one served, in one transaction; record it.
 
@@ -223,6 +231,9 @@ def publish_recommendations(
         clock: returns the current UTC time (the start and the commit are stamped with it).
         checksum: the lists' checksum when the caller has it (else computed here).
         keep: versions kept addressable for a rollback (the live one included).
+        load_recommendations: loads the lists into the version's table given the cursor and
+            the table's name (default: ``recommendations``, loaded here; see
+            :mod:`pipelines.stores.serving_shards` for a load over parallel connections).
     """
     tables = {
         "recommendations": conform(recommendations, RECOMMENDATIONS, "recommendations"),
@@ -253,8 +264,11 @@ def publish_recommendations(
             with conn.cursor() as cur:
                 for name, table in tables.items():
                     target = f"{name}__v_{version}"
-                    cur.execute(f"create table {target} ({store.ddl(_DDL[name])})")
-                    cur.adbc_ingest(target, _for_store(store, table), mode="append")
+                    cur.execute(create_table_sql(store, target, name))
+                    if name == "recommendations" and load_recommendations is not None:
+                        load_recommendations(cur, target)
+                    else:
+                        cur.adbc_ingest(target, for_store(store, table), mode="append")
                     _add_key(store, cur, target, _KEYS[name])
             conn.commit()
             with_lock_retries(

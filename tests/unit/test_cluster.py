@@ -25,10 +25,12 @@ from models.policy import GateParams
 from pipelines import score as score_module
 from pipelines.extract import extract
 from pipelines.features import build_features
+from pipelines.publish import publish
 from pipelines.score import ScoreReport, score
 from pipelines.sources.readers import FileSource
-from pipelines.stores import Stores, lake, scored, warehouse
+from pipelines.stores import Stores, lake, scored, serving_shards, warehouse
 from pipelines.stores.cluster import local_cluster
+from pipelines.stores.serving_shards import parts_of
 from pipelines.stores.tracking import Tracking
 from pipelines.suites.events import ValidationThresholds
 from pipelines.suites.runner import ValidationError, offline_data_docs
@@ -262,3 +264,56 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_lists_are_the_same(
     monkeypatch.undo()
     reference = _score(trained, "reference", None)
     assert _scored_lists(survived).equals(_scored_lists(reference))
+
+
+def _served(url: str) -> tuple[list[tuple[object, ...]], list[str]]:
+    """The live lists (every column, in key order) and the store's tables."""
+    import adbc_driver_postgresql.dbapi as postgresql
+
+    with postgresql.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select * from recommendations order by user_id, rank")
+        rows = cur.fetchall()
+        cur.execute("select tablename from pg_tables where schemaname = current_schema()")
+        tables = sorted(str(t) for (t,) in cur.fetchall())
+    return rows, tables
+
+
+def test_sharded_publish_to_postgresql_serves_the_same_version(
+    trained: tuple[Stores, Tracking, datetime],
+    cluster: str,
+    pg_schema_url: str,
+    other_pg_schema_url: str,
+) -> None:
+    stores, _, _ = trained
+    report = _score(trained, "published", None)
+    run = scored.read_scored(report.path)
+    assert run.recommendations.num_rows > 3 * 300  # several parts of 300 rows (whole groups)
+    assert len(parts_of(report.path / "recommendations.parquet", 300)) > 2
+    one = publish(replace(stores, serving_url=pg_schema_url), recommendations=report.path,
+                  clock=lambda: AT)  # fmt: skip
+    two = publish(replace(stores, serving_url=other_pg_schema_url), recommendations=report.path,
+                  clock=lambda: AT, dask_address=cluster, part_rows=300)  # fmt: skip
+    assert (two.n_users, two.n_rows, two.checksum) == (one.n_users, one.n_rows, one.checksum)
+    rows_one, tables_one = _served(pg_schema_url)
+    rows_two, tables_two = _served(other_pg_schema_url)
+    assert len(rows_two) == run.recommendations.num_rows
+    assert rows_two == rows_one
+    assert not [t for t in tables_two if "__part" in t]  # the parts were copied and dropped
+    assert len(tables_two) == len(tables_one)
+
+
+def test_a_part_loaded_twice_holds_its_rows_once(
+    trained: tuple[Stores, Tracking, datetime], pg_schema_url: str
+) -> None:
+    """A shard Dask runs again (its worker died after the commit) loads its part once."""
+    import adbc_driver_postgresql.dbapi as postgresql
+
+    report = _score(trained, "retried", None)
+    path = report.path / "recommendations.parquet"
+    groups = parts_of(path, 300)[0]
+    shared = serving_shards._Load(pg_schema_url, path, "recommendations__v_x")
+    first = serving_shards.load_part(shared, (0, groups))
+    assert serving_shards.load_part(shared, (0, groups)) == first > 0
+    with postgresql.connect(pg_schema_url) as conn, conn.cursor() as cur:
+        cur.execute(f"select count(*) from {serving_shards.part_table('recommendations__v_x', 0)}")
+        assert cur.fetchone() == (first,)
