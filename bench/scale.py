@@ -15,7 +15,8 @@ both fixing what was measured, not tuning it, are marked *amended*):
   run, since publishing the same lists again is a no-op by design (the first run's "best of
   two" timed the no-op).
 - **1 vs 2 workers.** The same sharded extraction and scoring (*amended*, stop 19: and
-  validation, once it was sharded) on a ``LocalCluster`` of one,
+  validation, once it was sharded: shards of 25,000+ events; and per core, the same batch
+  validated in one shard per file) on a ``LocalCluster`` of one,
   then two single-threaded worker processes (the cluster started before the clock starts; the
   item vectors broadcast once per worker, inside the timing). Speed-up = t(1) / t(2); 2.0 is
   the ceiling on two cores, and the machine's other load is not controlled. *Amended:* each
@@ -44,6 +45,8 @@ ITEM_SIZES = (10_000, 100_000, 1_000_000)
 SCORE_CELLS = 400_000_000
 """User x item scores per scoring measurement (users = cells / items)."""
 PUBLISH_ROWS = 1_000_000
+VALIDATE_SHARD_ROWS = 25_000
+"""Rows per validation shard on 1 vs 2 workers: the demo batch (213,715 events) in 8 shards."""
 TRAIN_SHAPE = (200_000, 10_000, 2_000_000)
 """Users, items, positive interactions of the LightFM epoch measured (identity features)."""
 
@@ -112,6 +115,7 @@ def per_core(root: Path, postgres: str | None) -> list[tuple[str, float, int, st
     from pipelines.sources.readers import FileSource
     from pipelines.stores import lake
     from pipelines.suites.events import ValidationParams, ValidationThresholds, validate_events
+    from pipelines.validate_shards import validate_units
 
     rows: list[tuple[str, float, int, str]] = []
     landing = _landing(root)
@@ -140,6 +144,14 @@ def per_core(root: Path, postgres: str | None) -> list[tuple[str, float, int, st
     )
     seconds = _best(lambda: validate_events(batch, params, passthrough=["_unit"]))
     rows.append(("validate (row rules, GX gate, split)", seconds, batch.height, "events"))
+
+    def validate_sharded() -> None:  # in process, one shard per file: GX's cost per shard shows
+        for step in validate_units(None, root / "lake", units, params, "s", 1).staged:
+            step.abort()
+
+    seconds = _best(validate_sharded)
+    rows.append((f"validate in {len(units)} shards of one file, added up", seconds, batch.height,
+                 "events"))  # fmt: skip
 
     for n_items in ITEM_SIZES:
         item_vectors = _vectors(n_items, 1)
@@ -183,13 +195,17 @@ def _lightfm_epoch() -> tuple[float, int]:
     return seconds, sum(a.nbytes for a in arrays)
 
 
-def _publish(url: str) -> float:
+def _publish(url: str, client: Any = None, parquet: Path | None = None) -> float:
+    """Seconds of one publish of :data:`PUBLISH_ROWS` rows to a fresh schema; with ``parquet``,
+    loaded from that file in 8 parts on the cluster ``client`` reaches."""
     import uuid
 
     import adbc_driver_postgresql.dbapi as postgresql
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from pipelines.stores.serving import ServingStore, publish_recommendations
+    from pipelines.stores.serving_shards import load_sharded
 
     n_users = PUBLISH_ROWS // K
     now = datetime.now(UTC)
@@ -222,6 +238,14 @@ def _publish(url: str) -> float:
         cur.execute(f"create schema {schema}")
     try:
         store = ServingStore(f"{url}?options=-csearch_path%3D{schema}")
+        load = None
+        if parquet is not None:
+            part = PUBLISH_ROWS // 8
+            pq.write_table(recs, parquet, row_group_size=part)
+
+            def load(cur: Any, target: str) -> int:
+                return load_sharded(client, store, cur, parquet, target, part)
+
         return _best(
             repeat=1,
             fn=lambda: publish_recommendations(
@@ -231,6 +255,7 @@ def _publish(url: str) -> float:
                 run_id="scale",
                 model_version="1",
                 clock=lambda: datetime.now(UTC),
+                load_recommendations=load,
             ),
         )
     finally:
@@ -238,9 +263,9 @@ def _publish(url: str) -> float:
             cur.execute(f"drop schema {schema} cascade")
 
 
-def speed_up(root: Path) -> list[tuple[str, float, float]]:
-    """(what, seconds on one worker, seconds on two) for the sharded extraction, validation
-    and scoring."""
+def speed_up(root: Path, postgres: str | None) -> list[tuple[str, float, float]]:
+    """(what, seconds on one worker, seconds on two) for the sharded extraction, validation,
+    scoring and (with ``postgres``) publishing."""
     import polars as pl
 
     from pipelines.sources.readers import FileSource
@@ -258,8 +283,8 @@ def speed_up(root: Path) -> list[tuple[str, float, float]]:
         known_items=frozenset(items),
         thresholds=ValidationThresholds(max_quarantine_share=1.0),
     )
-    out: dict[str, list[float]] = {"extract (one shard per file)": [],
-                                   "validate (one shard per raw file, verdicts added up)": [],
+    validated = f"validate (shards of {VALIDATE_SHARD_ROWS:,}+ events, verdicts added up)"
+    out: dict[str, list[float]] = {"extract (one shard per file)": [], validated: [],
                                    "score 100,000 items (16 user shards)": []}  # fmt: skip
     for workers in (1, 2):
         with cluster.local_cluster(workers) as address, cluster.connect(address) as client:
@@ -271,16 +296,21 @@ def speed_up(root: Path) -> list[tuple[str, float, float]]:
 
             def validate_all(c: Any = client, where: Path = lake_dir) -> None:
                 c.run(_pin_this)  # the library's own shard function: the workers pinned first
-                verdict = validate_units(c, where, sorted(lake.units(where, "raw")), params, "s")
-                for unit in verdict.units:
-                    unit.staged.abort()
+                units = sorted(lake.units(where, "raw"))
+                verdict = validate_units(c, where, units, params, "s", VALIDATE_SHARD_ROWS)
+                for step in verdict.staged:
+                    step.abort()
 
             def score_all(c: Any = client) -> None:
                 items = cluster.broadcast(c, item_vectors)
                 list(cluster.map_in_order(c, _score_shard, items, blocks))
 
             out["extract (one shard per file)"].append(_best(extract_all))
-            out["validate (one shard per raw file, verdicts added up)"].append(_best(validate_all))
+            out[validated].append(_best(validate_all))
+            if postgres:
+                client.run(_pin_this)
+                published = out.setdefault("publish to PostgreSQL (8 parts of 125,000 rows)", [])
+                published.append(_publish(postgres, client, root / "publish.parquet"))
             out["score 100,000 items (16 user shards)"].append(_best(score_all))
     return [(what, one, two) for what, (one, two) in out.items()]
 
@@ -302,7 +332,7 @@ def main() -> None:
     print("\n## The same shards on a LocalCluster: 1 vs 2 single-threaded workers\n")
     print("| sharded stage | 1 worker s | 2 workers s | speed-up |")
     print("|---|--:|--:|--:|")
-    for what, one, two in speed_up(args.workdir):
+    for what, one, two in speed_up(args.workdir, args.postgres or None):
         print(f"| {what} | {one:.2f} | {two:.2f} | {one / two:.2f}x |")
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 import polars as pl
 import pyarrow as pa
 
-from features.contracts import EVENTS, C, quarantine_rows
+from features.contracts import C, quarantine_rows
 from pipelines.stores import Stores, cluster, lake, warehouse
 from pipelines.suites.events import (
     ValidationParams,
@@ -28,7 +28,7 @@ from pipelines.suites.runner import (
     keep_added_up,
     offline_data_docs,
 )
-from pipelines.validate_shards import validate_units
+from pipelines.validate_shards import SHARD_ROWS, stage_clean, validate_units
 
 WAYS_FORWARD = (
     "\nways forward: fix the data and run `recs run validate` again, "
@@ -60,6 +60,7 @@ def validate(
     thresholds: ValidationThresholds,
     accepted: str | None = None,
     dask_address: str | None = None,
+    shard_rows: int = SHARD_ROWS,
 ) -> ValidateReport:
     """Gate the given raw partition files (default: all not validated yet) with GX, then split
     their rows. ``now`` stamps the verdict; events later than now plus the allowed clock skew
@@ -71,9 +72,10 @@ def validate(
     ``accepted`` (an operator's reason, see :func:`decide_batch`) lets a batch that fails its
     table-level checks through; its rows are still split by the row rules.
 
-    With ``dask_address`` (a Dask scheduler) every raw file is a shard on the cluster and the
-    stage adds their verdicts up (:mod:`pipelines.validate_shards`): the same verdict, clean
-    files and quarantine as in one piece.
+    With ``dask_address`` (a Dask scheduler) the raw files are validated in shards of at least
+    ``shard_rows`` rows (whole files) on the cluster, and the stage adds their verdicts up
+    (:mod:`pipelines.validate_shards`): the same verdict, clean files and quarantine as in one
+    piece.
 
     Raises:
         ValidationError: the batch failed; nothing reaches the clean zone or the quarantine (its
@@ -108,7 +110,7 @@ def validate(
         checked = _checked_here(stores, batch, units, params, history.dates, run_id)
     else:
         with cluster.connect(dask_address) as client:
-            sharded = validate_units(client, stores.lake, units, params, run_id)
+            sharded = validate_units(client, stores.lake, units, params, run_id, shard_rows)
         if stores.gx_root is not None:  # stamped by the wall clock, as GX's checkpoints do
             keep_added_up(
                 stores.gx_root, lambda: events_suite(params, sharded.shares), sharded.outcomes,
@@ -125,7 +127,7 @@ def validate(
         )
         checked = _Checked(
             outcomes, failures, share, sharded.rows, sharded.clean_rows, sharded.quarantined,
-            partial(_settle_staged, [u.staged for u in sharded.units]),
+            partial(_settle_staged, sharded.staged),
         )  # fmt: skip
     report = ValidateReport(
         units=units,
@@ -215,15 +217,7 @@ def _checked_here(
     )
 
     def stage(passes: bool) -> list[lake.StagedUnit]:
-        if not passes:
-            return []
-        by_file = _slices_by(result.clean, "_unit")
-        staged = []
-        for unit in units:
-            rows = by_file.get(str(lake.unit_path(stores.lake, "raw", unit)))
-            table = rows.drop("_unit").to_arrow() if rows is not None else EVENTS.empty_table()
-            staged.append(lake.stage_unit(stores.lake, "clean", unit, table, run_id=run_id))
-        return staged
+        return stage_clean(stores.lake, units, result.clean, run_id) if passes else []
 
     return _Checked(
         result.outcomes, result.failures, result.quarantine_share, batch.height,
@@ -368,18 +362,6 @@ def decide_batch(
             ),
         )
     return BatchDecision(batch_id, action, reason, units, rows, report)
-
-
-def _slices_by(frame: pl.DataFrame, column: str) -> dict[str, pl.DataFrame]:
-    """Rows per value of ``column`` as zero-copy slices: the rows of one file are contiguous
-    (read in file order, filtered in order), which ``partition_by`` would copy for nothing."""
-    out: dict[str, pl.DataFrame] = {}
-    offset = 0
-    for length, value in frame[column].rle().struct.unnest().iter_rows():
-        part = frame.slice(offset, length)
-        out[value] = pl.concat([out[value], part]) if value in out else part
-        offset += length
-    return out
 
 
 def _catalog_ids(stores: Stores, name: str, column: str) -> frozenset[str]:

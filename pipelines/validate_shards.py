@@ -1,17 +1,21 @@
-"""Validation on a Dask cluster: one shard per raw partition file, one verdict per batch.
+"""Validation on a Dask cluster: one shard per run of raw partition files, one verdict per
+batch.
 
-Each shard reads its file, runs the events suite on it with GX, splits its rows by the row rules
-and stages its clean rows under the run's id (:func:`validate_unit`). The stage then adds up
-what GX counted in every file (unexpected, element and missing rows per expectation) and judges
+A shard is a run of consecutive files holding at least ``shard_rows`` rows (GX spends ~0.4 s
+per validation however small the batch, measured in ``bench/scale.py``: a shard per small file
+would be mostly that). Each shard reads its files, runs the events suite on them with GX, splits
+their rows by the row rules and stages each file's clean rows under the run's id
+(:func:`validate_shard`). The stage then adds up
+what GX counted in every shard (unexpected, element and missing rows per expectation) and judges
 the sums with the batch's ``mostly``, by GX's own rule (``(considered - unexpected) /
 considered >= mostly``, vacuously true on no rows): the verdict is the one GX gives the whole
 batch in one piece (:func:`add_up`).
 
 Two things cross files:
 
-- a duplicate event id whose first copy is in an earlier file: every file's ids are hashed, the
-  hashes seen in two files are looked up as ids (:func:`ids_among`; a hash collision is not a
-  duplicate), and a file holding later copies is split again with those ids;
+- a duplicate event id whose first copy is in an earlier shard: every shard's ids are hashed,
+  the hashes seen in two shards are looked up as ids (:func:`ids_among`; a hash collision is
+  not a duplicate), and a shard holding later copies is split again with those ids;
 - the volume of a day: the files' clean day counts add up before the daily volume check.
 
 The stage commits in file order, so the clean files and the quarantine are the single-machine
@@ -29,7 +33,7 @@ import great_expectations as gx
 import polars as pl
 import pyarrow.parquet as pq
 
-from features.contracts import C
+from features.contracts import EVENTS, C
 from pipelines.stores import cluster, lake
 from pipelines.suites.events import (
     ValidationParams,
@@ -47,6 +51,8 @@ UNIT = "_unit"
 EXAMPLES = 20
 """Examples a failed expectation quotes: GX's ``partial_unexpected_count`` in SUMMARY mode."""
 HASH_SEED = 0
+SHARD_ROWS = 1_000_000
+"""Rows a validation shard holds at least (whole files; the last shard may hold fewer)."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,10 @@ class _Shared:
 
 
 @dataclass(frozen=True)
-class UnitVerdict:
-    """One file's part of a batch's validation; its clean rows are staged, not yet in place."""
+class ShardVerdict:
+    """One shard's part of a batch's validation; its clean rows are staged, not yet in place."""
 
-    unit: str
+    units: list[str]
     rows: int
     present: dict[str, int]
     outcomes: list[ExpectationOutcome]
@@ -70,16 +76,55 @@ class UnitVerdict:
     clean_rows: int
     clean_days: pl.DataFrame
     id_hashes: pl.Series
-    repeated: pl.DataFrame  # ids repeated inside the file: event_id, pos (first row), first 20
-    staged: lake.StagedUnit
+    repeated: pl.DataFrame  # ids repeated inside the shard: event_id, pos (first row), first 20
+    staged: list[lake.StagedUnit]
 
 
-def validate_unit(shared: _Shared, work: tuple[str, frozenset[str]]) -> UnitVerdict:
-    """Validate one raw file; ``work`` is (unit, ids whose first copy is in an earlier file of
-    the batch: their copies here are quarantined as duplicates)."""
-    unit, earlier = work
+def shards_of(lake_root: Path, units: list[str], shard_rows: int = SHARD_ROWS) -> list[list[str]]:
+    """``units`` in order, cut into runs of at least ``shard_rows`` rows (Parquet metadata)."""
+    shards: list[list[str]] = [[]]
+    rows = 0
+    for unit in units:
+        if shards[-1] and rows >= shard_rows:
+            shards.append([])
+            rows = 0
+        shards[-1].append(unit)
+        rows += pq.ParquetFile(lake.unit_path(lake_root, "raw", unit)).metadata.num_rows
+    return [s for s in shards if s]
+
+
+def slices_by(frame: pl.DataFrame, column: str) -> dict[str, pl.DataFrame]:
+    """Rows per value of ``column`` as zero-copy slices: the rows of one file are contiguous
+    (read in file order, filtered in order), which ``partition_by`` would copy for nothing."""
+    out: dict[str, pl.DataFrame] = {}
+    offset = 0
+    for length, value in frame[column].rle().struct.unnest().iter_rows():
+        part = frame.slice(offset, length)
+        out[value] = pl.concat([out[value], part]) if value in out else part
+        offset += length
+    return out
+
+
+def stage_clean(
+    lake_root: Path, units: list[str], clean: pl.DataFrame, run_id: str
+) -> list[lake.StagedUnit]:
+    """Each file's clean rows (``clean`` carries :data:`UNIT`) staged under ``run_id``; a file
+    with none gets an empty file (it was validated)."""
+    by_file = slices_by(clean, UNIT)
+    staged = []
+    for unit in units:
+        rows = by_file.get(str(lake.unit_path(lake_root, "raw", unit)))
+        table = rows.drop(UNIT).to_arrow() if rows is not None else EVENTS.empty_table()
+        staged.append(lake.stage_unit(lake_root, "clean", unit, table, run_id=run_id))
+    return staged
+
+
+def validate_shard(shared: _Shared, work: tuple[list[str], frozenset[str]]) -> ShardVerdict:
+    """Validate one shard's raw files; ``work`` is (units, ids whose first copy is in an
+    earlier shard of the batch: their copies here are quarantined as duplicates)."""
+    units, earlier = work
     params = shared.params
-    frame = lake.read_units(shared.lake, "raw", [unit], unit_column=UNIT)
+    frame = lake.read_units(shared.lake, "raw", units, unit_column=UNIT)
     flagged = membership_flags(frame, params)
     flags = [c for c in flagged.columns if c not in frame.columns]
     shown = flagged.drop(UNIT)
@@ -90,9 +135,7 @@ def validate_unit(shared: _Shared, work: tuple[str, frozenset[str]]) -> UnitVerd
     labelled = split_rows(flagged, params, seen_ids=earlier).drop(flags)
     quarantined = labelled.filter(pl.col(C.reason).is_not_null())
     clean = labelled.filter(pl.col(C.reason).is_null()).drop(C.reason)
-    staged = lake.stage_unit(
-        shared.lake, "clean", unit, clean.drop(UNIT).to_arrow(), run_id=shared.run_id
-    )
+    staged = stage_clean(shared.lake, units, clean, shared.run_id)
     repeated = (
         frame.select(C.event_id)
         .with_row_index("pos")
@@ -100,8 +143,8 @@ def validate_unit(shared: _Shared, work: tuple[str, frozenset[str]]) -> UnitVerd
         .unique(C.event_id, keep="first", maintain_order=True)
         .head(EXAMPLES)
     )
-    return UnitVerdict(
-        unit=unit,
+    return ShardVerdict(
+        units=units,
         rows=frame.height,
         present=present,
         outcomes=outcomes,
@@ -114,14 +157,12 @@ def validate_unit(shared: _Shared, work: tuple[str, frozenset[str]]) -> UnitVerd
     )
 
 
-def ids_among(shared: _Shared, work: tuple[str, pl.Series]) -> pl.DataFrame:
-    """The event ids of one raw file whose hash is in ``work[1]``: event_id, count, pos (first
-    row)."""
-    unit, hashes = work
-    ids = pl.from_arrow(
-        pq.read_table(lake.unit_path(shared.lake, "raw", unit), columns=[C.event_id])
-    )
-    assert isinstance(ids, pl.DataFrame)
+def ids_among(shared: _Shared, work: tuple[list[str], pl.Series]) -> pl.DataFrame:
+    """The event ids of one shard's raw files whose hash is in ``work[1]``: event_id, count,
+    pos (first row in the shard)."""
+    units, hashes = work
+    files = [str(lake.unit_path(shared.lake, "raw", u)) for u in units]
+    ids = pl.read_parquet(files, columns=[C.event_id], hive_partitioning=False)
     return (
         ids.with_row_index("pos")
         .filter(pl.col(C.event_id).hash(HASH_SEED).is_in(hashes.implode()))
@@ -132,9 +173,9 @@ def ids_among(shared: _Shared, work: tuple[str, pl.Series]) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class ShardedVerdict:
-    """A batch's validation added up over its files, in file order."""
+    """A batch's validation added up over its shards, in file order."""
 
-    units: list[UnitVerdict]
+    shards: list[ShardVerdict]
     outcomes: list[ExpectationOutcome]
     rows: int
     quarantined: pl.DataFrame
@@ -143,17 +184,30 @@ class ShardedVerdict:
 
     @property
     def clean_rows(self) -> int:
-        return sum(u.clean_rows for u in self.units)
+        return sum(s.clean_rows for s in self.shards)
+
+    @property
+    def staged(self) -> list[lake.StagedUnit]:
+        return [step for s in self.shards for step in s.staged]
 
 
 def validate_units(
-    client: Any, lake_root: Path, units: list[str], params: ValidationParams, run_id: str
+    client: Any,
+    lake_root: Path,
+    units: list[str],
+    params: ValidationParams,
+    run_id: str,
+    shard_rows: int = SHARD_ROWS,
 ) -> ShardedVerdict:
-    """Validate ``units`` one shard each on the cluster ``client`` reaches (None: in process),
-    and add their verdicts up. The caller commits or aborts every unit's staged file."""
+    """Validate ``units`` in shards of at least ``shard_rows`` rows on the cluster ``client``
+    reaches (None: in process), and add their verdicts up. The caller commits or aborts every
+    file's staged clean rows (:attr:`ShardedVerdict.staged`)."""
     shared = cluster.broadcast(client, _Shared(lake_root, run_id, params))
+    shards = shards_of(lake_root, units, shard_rows)
     verdicts = list(
-        cluster.map_in_order(client, validate_unit, shared, [(u, frozenset[str]()) for u in units])
+        cluster.map_in_order(
+            client, validate_shard, shared, [(s, frozenset[str]()) for s in shards]
+        )
     )
     cross = _cross_unit_ids(client, shared, verdicts)
     if cross.height:
@@ -164,10 +218,9 @@ def validate_units(
             for index, ids in later.group_by("unit").agg(pl.col(C.event_id)).iter_rows()
         }
         order = sorted(again)
-        work = [(units[i], again[i]) for i in order]
-        for i, verdict in zip(
-            order, cluster.map_in_order(client, validate_unit, shared, work), strict=True
-        ):
+        work = [(shards[i], again[i]) for i in order]
+        redone = cluster.map_in_order(client, validate_shard, shared, work)
+        for i, verdict in zip(order, redone, strict=True):
             verdicts[i] = verdict
     rows = sum(v.rows for v in verdicts)
     present: dict[str, int] = {}
@@ -185,7 +238,7 @@ def validate_units(
         outcomes.append(outcome)
     days = pl.concat([v.clean_days for v in verdicts]).group_by("day").agg(pl.sum("n_events"))
     return ShardedVerdict(
-        units=verdicts,
+        shards=verdicts,
         outcomes=outcomes,
         rows=rows,
         quarantined=pl.concat([v.quarantined for v in verdicts]),
@@ -194,8 +247,8 @@ def validate_units(
     )
 
 
-def _cross_unit_ids(client: Any, shared: Any, verdicts: list[UnitVerdict]) -> pl.DataFrame:
-    """Event ids found in more than one file: event_id, unit (index), count, pos."""
+def _cross_unit_ids(client: Any, shared: Any, verdicts: list[ShardVerdict]) -> pl.DataFrame:
+    """Event ids found in more than one shard: event_id, unit (the shard's index), count, pos."""
     hashes = pl.concat(
         pl.DataFrame({"hash": v.id_hashes, "unit": i}, schema={"hash": pl.UInt64, "unit": pl.Int64})
         for i, v in enumerate(verdicts)
@@ -207,7 +260,7 @@ def _cross_unit_ids(client: Any, shared: Any, verdicts: list[UnitVerdict]) -> pl
     if not shared_hashes.height:
         return empty
     by_unit = shared_hashes.group_by("unit").agg("hash").sort("unit")
-    work = [(verdicts[i].unit, pl.Series(h, dtype=pl.UInt64)) for i, h in by_unit.iter_rows()]
+    work = [(verdicts[i].units, pl.Series(h, dtype=pl.UInt64)) for i, h in by_unit.iter_rows()]
     found = [
         ids.with_columns(pl.lit(i, pl.Int64).alias("unit"))
         for i, ids in zip(
@@ -277,7 +330,7 @@ def _judged(
 
 
 def _uniqueness_across(
-    outcome: ExpectationOutcome, mostly: float, verdicts: list[UnitVerdict], cross: pl.DataFrame
+    outcome: ExpectationOutcome, mostly: float, verdicts: list[ShardVerdict], cross: pl.DataFrame
 ) -> ExpectationOutcome:
     """The event id uniqueness verdict with the copies across files counted (every shard saw
     only its own file), quoting the repeated ids in order of first appearance."""

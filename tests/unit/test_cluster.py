@@ -36,6 +36,7 @@ from pipelines.suites.events import ValidationThresholds
 from pipelines.suites.runner import ValidationError, offline_data_docs
 from pipelines.train import train
 from pipelines.validate import ValidateReport, validate
+from pipelines.validate_shards import shards_of
 
 AT = datetime(2030, 1, 1, tzinfo=UTC)
 K = 5
@@ -119,11 +120,16 @@ def _copy_ids_across_files(stores: Stores) -> list[str]:
     return [str(i) for i in first.column("event_id").to_pylist()[:2]]
 
 
-def _validated(stores: Stores, address: str | None, thresholds: ValidationThresholds) -> object:
+def _validated(
+    stores: Stores, address: str | None, thresholds: ValidationThresholds, shard_rows: int = 1
+) -> object:
     """The validation's report (but where its Data Docs are), or the error it raised (a
-    failed batch)."""
+    failed batch). Sharded, by default one shard per file."""
     try:
-        report = validate(stores, run_id="v", now=AT, thresholds=thresholds, dask_address=address)
+        report = validate(
+            stores, run_id="v", now=AT, thresholds=thresholds, dask_address=address,
+            shard_rows=shard_rows,
+        )  # fmt: skip
         return replace(report, data_docs=None)
     except ValidationError as error:
         return str(error)
@@ -143,9 +149,11 @@ def test_sharded_validation_equals_the_single_machine_one(
     tmp_path: Path, tiny_landing: Path, cluster: str
 ) -> None:
     single, sharded = _extracted_twice(tmp_path, tiny_landing)
-    assert len(lake.units(single.lake, "raw")) > 2  # several shards
+    units = sorted(lake.units(single.lake, "raw"))
+    shards = shards_of(single.lake, units, 2000)
+    assert len(units) > len(shards) > 2  # several shards of several files
     one = _validated(single, None, ValidationThresholds())
-    two = _validated(sharded, cluster, ValidationThresholds())
+    two = _validated(sharded, cluster, ValidationThresholds(), shard_rows=2000)
     assert isinstance(one, ValidateReport)
     assert two == one
     assert one.rows_quarantined > 0  # the preset's defects: the quarantine is compared too
