@@ -14,9 +14,9 @@ both fixing what was measured, not tuning it, are marked *amended*):
   since DuckDB's and Polars' thread pools ignored the one-thread variables; the publish is one
   run, since publishing the same lists again is a no-op by design (the first run's "best of
   two" timed the no-op).
-- **1 vs 2 workers.** The same sharded extraction and scoring (*amended*, stop 19: and
-  validation, once it was sharded: shards of 25,000+ events; and per core, the same batch
-  validated in one shard per file) on a ``LocalCluster`` of one,
+- **1 vs 2 workers.** The same sharded extraction and scoring (*amended*, stop 19, once they
+  were sharded: validation in shards of 25,000+ events and the PostgreSQL load in 8 parts; and
+  per core, the same batch validated in one shard per file) on a ``LocalCluster`` of one,
   then two single-threaded worker processes (the cluster started before the clock starts; the
   item vectors broadcast once per worker, inside the timing). Speed-up = t(1) / t(2); 2.0 is
   the ceiling on two cores, and the machine's other load is not controlled. *Amended:* each

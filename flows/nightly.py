@@ -246,7 +246,7 @@ def _publish(run: Run, recommendations: Path | None) -> PublishReport:
         recommendations=recommendations or scored.latest_scored(stores.lake),
         clock=_now,
         keep_versions=run.settings.serving_keep_versions,
-        dask_address=run.dask_address,
+        dask_address=run.dask_address if run.settings.dask_publish else None,
     )
 
 

@@ -96,10 +96,17 @@ class Settings(BaseSettings):
     recs_ttl_hours: int = Field(36, ge=1, description="expires_at = generated_at + ttl")
     num_threads: int = Field(2, ge=1, description="LightFM training / scoring threads")
     dask_address: str | None = Field(
-        None, description="Dask scheduler (tcp://host:8786): extract and score run sharded on it"
+        None,
+        description="Dask scheduler (tcp://host:8786): extract, validate, score run sharded on it",
     )
     dask_local_workers: int | None = Field(
         None, ge=1, description="Without an address: a local Dask cluster of this many workers"
+    )
+    dask_publish: bool = Field(
+        False,
+        description="With a Dask cluster and a PostgreSQL serving store: load each version over "
+        "parallel connections, one per part of the lists (pays off when the database has cores "
+        "to spare; slower on a 2-core machine that also hosts the database, bench/README.md)",
     )
     task_retries: int = Field(2, ge=0, description="Retries of a stage after a transient error")
     task_retry_delay_seconds: float = Field(10, ge=0, description="Wait before a retry")

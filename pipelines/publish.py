@@ -19,7 +19,7 @@ from pipelines.stores.serving import (
     publish_recommendations,
     rollback,
 )
-from pipelines.stores.serving_shards import PART_ROWS, load_sharded
+from pipelines.stores.serving_shards import PART_ROWS, load_sharded, parts_of
 from pipelines.stores.urls import redact
 
 
@@ -67,8 +67,8 @@ def publish(
     sharded = dask_address if store.dialect == "postgresql" else None  # SQLite: one writer
     with cluster.connect(sharded) as client:
         load = None
-        if client is not None:
-            path = recommendations / "recommendations.parquet"
+        path = recommendations / "recommendations.parquet"
+        if client is not None and len(parts_of(path, part_rows)) > 1:  # one part: load it here
 
             def load(cur: Any, target: str) -> int:
                 return load_sharded(client, store, cur, path, target, part_rows)
