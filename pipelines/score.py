@@ -144,9 +144,10 @@ def score(
     if champion is not None and "model" in plan.values():
         constants["model_version"] = champion.version
     aggregates, by_source = [], pl.DataFrame(schema={C.source: pl.String, "n": pl.UInt32})
-    bundle = _Bundle(serving, fallback, k, available, resolved, num_threads, constants)
     try:
         with cluster.connect(dask_address) as client:
+            threads = cluster.threads_per_shard(client, num_threads)
+            bundle = _Bundle(serving, fallback, k, available, resolved, threads, constants)
             # What every chunk reads goes to each worker once; chunks go as they are cut.
             shared = cluster.broadcast(client, bundle)
             chunks = (

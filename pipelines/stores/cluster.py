@@ -52,6 +52,14 @@ def connect(address: str | None) -> Iterator[Any]:
         yield client
 
 
+def threads_per_shard(client: Any, wanted: int) -> int:
+    """Threads a shard's kernels may use: ``wanted`` in process; on a cluster no more than a
+    worker has (two kernel threads on a one-thread worker fight its neighbour for the core)."""
+    if client is None:
+        return wanted
+    return max(1, int(min(wanted, *client.nthreads().values())))
+
+
 def broadcast(client: Any, value: T) -> Any:
     """``value`` on every worker once (a future the shards take as an argument); in process,
     ``value`` itself."""

@@ -325,3 +325,12 @@ def test_a_part_loaded_twice_holds_its_rows_once(
     with postgresql.connect(pg_schema_url) as conn, conn.cursor() as cur:
         cur.execute(f"select count(*) from {serving_shards.part_table('recommendations__v_x', 0)}")
         assert cur.fetchone() == (first,)
+
+
+def test_kernels_on_one_thread_workers_use_one_thread(cluster: str) -> None:
+    from pipelines.stores.cluster import connect, threads_per_shard
+
+    assert threads_per_shard(None, 2) == 2  # in process: the settings' threads
+    with connect(cluster) as client:
+        assert threads_per_shard(client, 2) == 1  # the LocalCluster's workers have one each
+        assert threads_per_shard(client, 1) == 1
