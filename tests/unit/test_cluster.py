@@ -334,3 +334,29 @@ def test_kernels_on_one_thread_workers_use_one_thread(cluster: str) -> None:
     with connect(cluster) as client:
         assert threads_per_shard(client, 2) == 1  # the LocalCluster's workers have one each
         assert threads_per_shard(client, 1) == 1
+
+
+def test_a_sharded_validation_that_dies_after_its_shards_staged_is_done_again_by_the_next(
+    tmp_path: Path, tiny_landing: Path, cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage dies after every shard staged its clean rows, before the verdict: nothing is
+    visible, and the next run removes the staged files and validates the batch again."""
+    import pipelines.validate as validate_module
+
+    single, sharded = _extracted_twice(tmp_path, tiny_landing)
+
+    def dies(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("killed between the shards and the verdict")
+
+    monkeypatch.setattr(validate_module, "gate", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        _validated(sharded, cluster, ValidationThresholds(), shard_rows=2000)
+    clean = lake.zone_dir(sharded.lake, "clean")
+    assert list(clean.rglob(f"*{lake.STAGED}"))  # the shards' staged files are left behind
+    assert not list(clean.rglob("*.parquet"))  # but nothing reached the clean zone
+    monkeypatch.undo()
+    one = _validated(single, None, ValidationThresholds())
+    two = _validated(sharded, cluster, ValidationThresholds(), shard_rows=2000)
+    assert two == one
+    assert not list(clean.rglob(f"*{lake.STAGED}"))
+    _same_validation(single, sharded)
