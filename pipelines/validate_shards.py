@@ -1,17 +1,16 @@
 """Validation on a Dask cluster: one shard per run of raw partition files, one verdict per
 batch.
 
-A shard is a run of consecutive files holding at least ``shard_rows`` rows (GX spends ~0.4 s
-per validation however small the batch, measured in ``bench/scale.py``: a shard per small file
+A shard is a run of consecutive files holding at least ``shard_rows`` rows (GX spends
+0.2-0.4 s on a validation however small the batch, ``bench/scale.py``: a shard per small file
 would be mostly that). Each shard reads its files, runs the events suite on them with GX, splits
 their rows by the row rules and stages each file's clean rows under the run's id
-(:func:`validate_shard`). The stage then adds up
-what GX counted in every shard (unexpected, element and missing rows per expectation) and judges
-the sums with the batch's ``mostly``, by GX's own rule (``(considered - unexpected) /
-considered >= mostly``, vacuously true on no rows): the verdict is the one GX gives the whole
-batch in one piece (:func:`add_up`).
+(:func:`validate_shard`). The stage then adds up what GX counted in every shard (unexpected,
+element and missing rows per expectation) and judges the sums with the batch's ``mostly``, by
+GX's own rule (``(considered - unexpected) / considered >= mostly``, vacuously true on no
+rows): the verdict is the one GX gives the whole batch in one piece (:func:`add_up`).
 
-Two things cross files:
+Two things cross shards:
 
 - a duplicate event id whose first copy is in an earlier shard: every shard's ids are hashed,
   the hashes seen in two shards are looked up as ids (:func:`ids_among`; a hash collision is
@@ -209,13 +208,13 @@ def validate_units(
             client, validate_shard, shared, [(s, frozenset[str]()) for s in shards]
         )
     )
-    cross = _cross_unit_ids(client, shared, verdicts)
+    cross = _cross_shard_ids(client, shared, verdicts)
     if cross.height:
-        first = cross.group_by(C.event_id).agg(pl.col("unit").min().alias("first"))
-        later = cross.join(first, on=C.event_id).filter(pl.col("unit") > pl.col("first"))
+        first = cross.group_by(C.event_id).agg(pl.col("shard").min().alias("first"))
+        later = cross.join(first, on=C.event_id).filter(pl.col("shard") > pl.col("first"))
         again = {
             int(index): frozenset(ids)
-            for index, ids in later.group_by("unit").agg(pl.col(C.event_id)).iter_rows()
+            for index, ids in later.group_by("shard").agg(pl.col(C.event_id)).iter_rows()
         }
         order = sorted(again)
         work = [(shards[i], again[i]) for i in order]
@@ -247,28 +246,30 @@ def validate_units(
     )
 
 
-def _cross_unit_ids(client: Any, shared: Any, verdicts: list[ShardVerdict]) -> pl.DataFrame:
-    """Event ids found in more than one shard: event_id, unit (the shard's index), count, pos."""
+def _cross_shard_ids(client: Any, shared: Any, verdicts: list[ShardVerdict]) -> pl.DataFrame:
+    """Event ids found in more than one shard: event_id, shard (its index), count, pos."""
     hashes = pl.concat(
-        pl.DataFrame({"hash": v.id_hashes, "unit": i}, schema={"hash": pl.UInt64, "unit": pl.Int64})
+        pl.DataFrame(
+            {"hash": v.id_hashes, "shard": i}, schema={"hash": pl.UInt64, "shard": pl.Int64}
+        )
         for i, v in enumerate(verdicts)
     )
     shared_hashes = hashes.filter(pl.col("hash").is_duplicated())
     empty = pl.DataFrame(
-        schema={C.event_id: pl.String, "count": pl.UInt32, "pos": pl.UInt32, "unit": pl.Int64}
+        schema={C.event_id: pl.String, "count": pl.UInt32, "pos": pl.UInt32, "shard": pl.Int64}
     )
     if not shared_hashes.height:
         return empty
-    by_unit = shared_hashes.group_by("unit").agg("hash").sort("unit")
-    work = [(verdicts[i].units, pl.Series(h, dtype=pl.UInt64)) for i, h in by_unit.iter_rows()]
+    by_shard = shared_hashes.group_by("shard").agg("hash").sort("shard")
+    work = [(verdicts[i].units, pl.Series(h, dtype=pl.UInt64)) for i, h in by_shard.iter_rows()]
     found = [
-        ids.with_columns(pl.lit(i, pl.Int64).alias("unit"))
+        ids.with_columns(pl.lit(i, pl.Int64).alias("shard"))
         for i, ids in zip(
-            by_unit["unit"], cluster.map_in_order(client, ids_among, shared, work), strict=True
+            by_shard["shard"], cluster.map_in_order(client, ids_among, shared, work), strict=True
         )
     ]
     ids = pl.concat([empty, *found])
-    return ids.filter(pl.col("unit").n_unique().over(C.event_id) > 1)
+    return ids.filter(pl.col("shard").n_unique().over(C.event_id) > 1)
 
 
 def add_up(expectation: Any, parts: Sequence[ExpectationOutcome]) -> ExpectationOutcome:
@@ -332,13 +333,13 @@ def _judged(
 def _uniqueness_across(
     outcome: ExpectationOutcome, mostly: float, verdicts: list[ShardVerdict], cross: pl.DataFrame
 ) -> ExpectationOutcome:
-    """The event id uniqueness verdict with the copies across files counted (every shard saw
-    only its own file), quoting the repeated ids in order of first appearance."""
+    """The event id uniqueness verdict with the copies across shards counted (every shard saw
+    only its own files), quoting the repeated ids in order of first appearance."""
     if outcome.column != C.event_id:
         raise ValueError(f"uniqueness of {outcome.column}: no rule to add it up across shards")
     assert outcome.unexpected_count is not None
     assert outcome.element_count is not None
-    # Rows of a cross-file id: all of them are unexpected; a file counted its own only when
+    # Rows of a cross-shard id: all of them are unexpected; a shard counted its own only when
     # the id repeats inside it.
     per_id = cross.group_by(C.event_id).agg(
         pl.sum("count").alias("total"),
@@ -349,14 +350,14 @@ def _uniqueness_across(
     firsts = pl.concat(
         [
             *(
-                v.repeated.with_columns(pl.lit(i, pl.Int64).alias("unit"))
+                v.repeated.with_columns(pl.lit(i, pl.Int64).alias("shard"))
                 for i, v in enumerate(verdicts)
             ),
-            cross.select(C.event_id, "pos", "unit"),
+            cross.select(C.event_id, "pos", "shard"),
         ],
         how="diagonal_relaxed",
     )
-    order = firsts.sort("unit", "pos").unique(C.event_id, keep="first", maintain_order=True)
+    order = firsts.sort("shard", "pos").unique(C.event_id, keep="first", maintain_order=True)
     examples = order[C.event_id].head(min(EXAMPLES, unexpected)).to_list()
     return _judged(
         outcome, mostly, unexpected, outcome.element_count, outcome.missing_count, examples
