@@ -23,6 +23,7 @@ users (at most / more than the median number of training interactions among warm
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,14 +167,17 @@ def review_metrics(
     n_catalog: int,
     ks: tuple[int, ...] = KS,
     category: pl.DataFrame | None = None,
+    per_users: Mapping[str, pl.DataFrame] | None = None,
 ) -> dict[str, float]:
     """Every metric of the module docstring, ``<candidate>_<metric>_at_<k>`` overall and
     ``<candidate>_<segment>_<metric>_at_<k>`` per segment, for each candidate's ``lists`` on
-    the same ``holdout`` users."""
+    the same ``holdout`` users (``per_users``: their :func:`per_user_at_k` when the caller
+    has it already)."""
     out: dict[str, float] = {}
     fresh = holdout.filter(pl.col(C.item_id).is_in(new_items.implode()))
     for name, recs in lists.items():
-        per_user = per_user_at_k(recs, holdout, ks)
+        found = (per_users or {}).get(name)
+        per_user = found if found is not None else per_user_at_k(recs, holdout, ks)
         metric_columns = [c for c in per_user.columns if c != C.user_id]
         means = per_user.select(pl.col(metric_columns).mean()).row(0, named=True)
         out.update({f"{name}_{m}": float(v or 0.0) for m, v in means.items()})
@@ -206,12 +210,20 @@ def intervals(
     each ranking metric's mean, for the model card's table."""
     out: dict[str, tuple[float, float]] = {}
     for name, recs in lists.items():
-        per_user = per_user_at_k(recs, holdout, ks)
-        for column in per_user.columns:
-            if column == C.user_id:
-                continue
-            ci = paired_bootstrap(per_user[column].to_numpy(), n_resamples, seed)
-            out[f"{name}_{column}"] = (ci.low, ci.high)
+        out.update(per_user_intervals(name, per_user_at_k(recs, holdout, ks), n_resamples, seed))
+    return out
+
+
+def per_user_intervals(
+    name: str, per_user: pl.DataFrame, n_resamples: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """:func:`intervals` of one candidate from its :func:`per_user_at_k`."""
+    out: dict[str, tuple[float, float]] = {}
+    for column in per_user.columns:
+        if column == C.user_id:
+            continue
+        ci = paired_bootstrap(per_user[column].to_numpy(), n_resamples, seed)
+        out[f"{name}_{column}"] = (ci.low, ci.high)
     return out
 
 

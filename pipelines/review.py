@@ -38,8 +38,9 @@ from models.review import (
     SEGMENT_NAMES,
     CardFacts,
     auc,
-    intervals,
     model_card,
+    per_user_at_k,
+    per_user_intervals,
     review_metrics,
     user_segments,
 )
@@ -112,13 +113,14 @@ class Reviewer:
 
     def add(self, name: str, recs: pl.DataFrame) -> None:
         """Every review metric of ``name``'s lists (the caller may drop them afterwards)."""
+        per_user = per_user_at_k(recs, self.holdout, KS)
         found = review_metrics(
             {name: recs}, self.holdout, self.segments, self.new_items, self.popularity,
-            self.n_catalog, KS, self.category,
+            self.n_catalog, KS, self.category, per_users={name: per_user},
         )  # fmt: skip
         self.metrics.update(found)
         if name in self.SHOWN:
-            self.cis.update(intervals({name: recs}, self.holdout, KS))
+            self.cis.update(per_user_intervals(name, per_user))
             self.tops[name] = recs.filter(pl.col(C.rank) <= self.k)
 
     def add_served(

@@ -2,7 +2,7 @@
 batch.
 
 A shard is a run of consecutive files holding at least ``shard_rows`` rows (GX spends
-0.2-0.4 s on a validation however small the batch, ``bench/scale.py``: a shard per small file
+~0.17 s on a validation however small the batch, ``bench/scale.py``: a shard per small file
 would be mostly that). Each shard reads its files, runs the events suite on them with GX, splits
 their rows by the row rules and stages each file's clean rows under the run's id
 (:func:`validate_shard`). The stage then adds up what GX counted in every shard (unexpected,
