@@ -1,12 +1,16 @@
-"""Top-K scoring: the matrix product in user blocks, then one compiled pass per row that skips
-excluded and blocked items, applies the list rules and keeps the best ``k`` in a small heap.
+"""Top-K scoring: the matrix product in user blocks, then one compiled pass per row that
+prepares it in place (excluded items -inf, boosts added), bounds the best ``k`` and sorts only
+the few items above the bound.
 
 ``LightFM.predict`` on every user x item pair is slow (28 s for 53k x 10k here), and a full-row
 ``argpartition`` pays for a negated copy and a second pass to mask excluded pairs. Here the dense
-block ``U @ V.T`` is scored in float32 (BLAS), and :func:`_select_rows` (numba, no GIL) walks each
-row once: a blocked or already-seen item is skipped where it stands, the rest meet a k-sized
-min-heap, so the selection costs about one comparison per item. Blocks run on threads, so both
-cores score and select at once; memory is ``block x n_items`` floats per thread.
+block ``U @ V.T`` is scored in float32 (BLAS) over the available items only, and
+:func:`_select_rows` (numba, no GIL) works on each row of that fresh buffer in place: the row's
+items fall into 8k strided groups whose maxima are one vectorised element-wise max; a bisection
+finds a score that k group maxima reach, so ~k items lie at or above it; those are sorted by one
+integer key. Blocks are small enough to stay in cache between the product and the selection,
+and run on threads, so both cores score and select at once; memory is ``block x n_items``
+floats per thread.
 
 Ties are broken by item position (lower first), so the lists are deterministic and equal a full
 sort by ``(-score, position)``; ``tests/unit/test_scoring.py`` checks that against brute force.
@@ -51,7 +55,7 @@ def top_k(
     exclude: sp.csr_matrix | None = None,
     allowed: np.ndarray | None = None,
     rules: KernelRules | None = None,
-    block: int = 2048,
+    block: int = 512,
     num_threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` items per user by dot product.
@@ -72,20 +76,25 @@ def top_k(
     """
     n_users, n_items = user_vectors.shape[0], item_vectors.shape[0]
     k = min(k, n_items)
-    items_t = np.ascontiguousarray(item_vectors.T, dtype=np.float32)
-    users = np.ascontiguousarray(user_vectors, dtype=np.float32)
     out_idx = np.full((n_users, k), -1, dtype=np.int64)
     out_score = np.full((n_users, k), -np.inf, dtype=np.float32)
     excluded = _csr(exclude, n_users, n_items)
+    # Unavailable items never enter the product: the columns kept are scored, positions are
+    # mapped back at the end (order kept, so ties still break by the original position).
+    kept = np.arange(n_items) if allowed is None else np.flatnonzero(allowed)
+    column = np.full(n_items, -1, np.int32)
+    column[kept] = np.arange(kept.size, dtype=np.int32)
+    items_t = np.ascontiguousarray(np.asarray(item_vectors, dtype=np.float32)[kept].T)
+    users = np.ascontiguousarray(user_vectors, dtype=np.float32)
+    compact = _compact_rules(rules, kept)
+    width = min(k, kept.size)
 
     def score_block(start: int) -> None:
         stop = min(start + block, n_users)
-        scores = users[start:stop] @ items_t
+        scores = users[start:stop] @ items_t  # a fresh buffer: selected in place
         ex = excluded[start:stop] if excluded is not None else None
-        select_top_k(
-            scores, k, ex, None if allowed is None else ~allowed, rules,
-            out=(out_idx[start:stop], out_score[start:stop]),
-        )  # fmt: skip
+        _select_in_place(scores, width, ex, column, compact, out_idx[start:stop, :width],
+                         out_score[start:stop, :width])  # fmt: skip
 
     starts = range(0, n_users, block)
     if num_threads > 1 and n_users > block:
@@ -96,7 +105,21 @@ def top_k(
     else:
         for start in starts:
             score_block(start)
+    if kept.size < n_items:  # back to the caller's item positions (-1 stays -1)
+        filled = out_idx >= 0
+        out_idx[filled] = kept[out_idx[filled]]
     return out_idx, out_score
+
+
+def _compact_rules(rules: KernelRules | None, kept: np.ndarray) -> KernelRules:
+    """``rules`` restricted to the ``kept`` item positions."""
+    if rules is None:
+        return KernelRules()
+    return KernelRules(
+        boost=None if rules.boost is None else np.asarray(rules.boost, np.float32)[kept],
+        category=None if rules.category is None else np.asarray(rules.category, np.int32)[kept],
+        max_per_category=rules.max_per_category,
+    )
 
 
 def _csr(matrix: sp.csr_matrix | None, n_rows: int, n_cols: int) -> sp.csr_matrix | None:
@@ -129,14 +152,36 @@ def select_top_k(
         out = (np.full((n_rows, k), -1, np.int64), np.full((n_rows, k), -np.inf, np.float32))
     if n_rows == 0 or k == 0:
         return out
+    # A copy, with blocked items -inf: the in-place selection below may then write it.
+    work = np.array(scores, dtype=np.float32, order="C", copy=True)
+    if blocked is not None:
+        work[:, np.asarray(blocked, np.bool_)] = -np.inf
     ex = _csr(exclude, n_rows, n_items) if exclude is not None else None
-    rules = rules or KernelRules()
+    _select_in_place(work, k, ex, np.arange(n_items, dtype=np.int32), rules or KernelRules(),
+                     out[0], out[1])  # fmt: skip
+    return out
+
+
+def _select_in_place(
+    scores: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None,
+    column: np.ndarray,
+    rules: KernelRules,
+    out_idx: np.ndarray,
+    out_score: np.ndarray,
+) -> None:
+    """:func:`_select_rows` on a float32 C-contiguous block it may overwrite; ``column`` maps an
+    item position of ``exclude`` to its column in ``scores`` (-1: not scored)."""
+    n_rows = scores.shape[0]
     _select_rows(
-        np.ascontiguousarray(scores, dtype=np.float32),
+        scores,
         k,
-        np.asarray(ex.indptr, np.int64) if ex is not None else np.zeros(n_rows + 1, np.int64),
-        np.asarray(ex.indices, np.int32) if ex is not None else _EMPTY_I,
-        np.ascontiguousarray(blocked, dtype=np.bool_) if blocked is not None else _EMPTY_B,
+        np.asarray(exclude.indptr, np.int64)
+        if exclude is not None
+        else np.zeros(n_rows + 1, np.int64),
+        np.asarray(exclude.indices, np.int32) if exclude is not None else _EMPTY_I,
+        column,
         np.ascontiguousarray(rules.boost, dtype=np.float32)
         if rules.boost is not None
         else _EMPTY_F,
@@ -144,168 +189,116 @@ def select_top_k(
         if rules.category is not None and rules.max_per_category > 0
         else _EMPTY_I,
         int(rules.max_per_category),
-        out[0],
-        out[1],
+        out_idx,
+        out_score,
     )
-    return out
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _worse(s_a: float, i_a: int, s_b: float, i_b: int) -> bool:
-    """Whether (score a, item a) ranks below (score b, item b): lower score, or a tie and a
-    later item."""
-    return s_a < s_b or (s_a == s_b and i_a > i_b)
 
 
 @njit(cache=True, nogil=True)
-def _sift_down(hs: np.ndarray, hi: np.ndarray, size: int, pos: int) -> None:
-    # Min-heap on rank order: the root is the worst kept item.
-    while True:
-        left = 2 * pos + 1
-        if left >= size:
-            return
-        child = left
-        right = left + 1
-        if right < size and _worse(hs[right], hi[right], hs[left], hi[left]):
-            child = right
-        if _worse(hs[child], hi[child], hs[pos], hi[pos]):
-            hs[pos], hs[child] = hs[child], hs[pos]
-            hi[pos], hi[child] = hi[child], hi[pos]
-            pos = child
-        else:
-            return
-
-
-@njit(cache=True, nogil=True)
-def _sift_up(hs: np.ndarray, hi: np.ndarray, pos: int) -> None:
-    while pos > 0:
-        parent = (pos - 1) // 2
-        if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
-            hs[pos], hs[parent] = hs[parent], hs[pos]
-            hi[pos], hi[parent] = hi[parent], hi[pos]
-            pos = parent
-        else:
-            return
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _masked_row(row: np.ndarray, blocked: np.ndarray, boost: np.ndarray, out: np.ndarray) -> None:
-    """``out`` = the row's (boosted) scores, -inf where an item is blocked. One pass over
-    contiguous floats with no branch, so it vectorises."""
-    has_blocked = blocked.shape[0] > 0
-    has_boost = boost.shape[0] > 0
-    for j in range(row.shape[0]):
-        v = row[j] + boost[j] if has_boost else row[j]
-        out[j] = -np.inf if has_blocked and blocked[j] else v
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _slice_maxima(row: np.ndarray, width: int, maxima: np.ndarray) -> int:
-    """Maximum of each ``width``-wide slice of the row into ``maxima``; returns the number of
-    slices. Contiguous floats, so the maxima vectorise."""
-    n_items = row.shape[0]
-    n_slices: int = (n_items + width - 1) // width
-    for g in range(n_slices):
-        lo = g * width
-        hi = min(n_items, lo + width)
-        best = -np.inf
-        for j in range(lo, hi):
-            v = row[j]
-            best = v if v > best else best
-        maxima[g] = best
-    return n_slices
-
-
-@njit(cache=True, nogil=True)
-def _nth_largest(values: np.ndarray, n_values: int, nth: int, scratch: np.ndarray) -> float:
-    """The ``nth`` largest (1-based) of ``values[:n_values]``: quickselect on a copy in
-    ``scratch`` (numba's ``np.partition`` allocates and costs several times more here)."""
-    for i in range(n_values):
-        scratch[i] = values[i]
-    target = n_values - nth  # its index in ascending order
-    lo, hi = 0, n_values - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        # median of three as the pivot, moved to hi
-        if scratch[mid] < scratch[lo]:
-            scratch[mid], scratch[lo] = scratch[lo], scratch[mid]
-        if scratch[hi] < scratch[lo]:
-            scratch[hi], scratch[lo] = scratch[lo], scratch[hi]
-        if scratch[mid] < scratch[hi]:
-            scratch[mid], scratch[hi] = scratch[hi], scratch[mid]
-        pivot = scratch[hi]
-        store = lo
-        for i in range(lo, hi):
-            if scratch[i] < pivot:
-                scratch[i], scratch[store] = scratch[store], scratch[i]
-                store += 1
-        scratch[store], scratch[hi] = scratch[hi], scratch[store]
-        if store == target:
-            return float(scratch[store])
-        if store < target:
-            lo = store + 1
-        else:
-            hi = store - 1
-    return float(scratch[lo])
-
-
-@njit(cache=True, nogil=True)
-def _best_m(
+def _prepare_row(
     row: np.ndarray,
-    m: int,
     ex_idx: np.ndarray,
     ex_start: int,
     ex_stop: int,
-    blocked: np.ndarray,
+    column: np.ndarray,
     boost: np.ndarray,
-    masked: np.ndarray,
-    maxima: np.ndarray,
-    hs: np.ndarray,
-    hi: np.ndarray,
-) -> int:
-    """The best ``m`` choosable items of one row, sorted best first into ``hs``/``hi``; returns
-    how many were kept (fewer than ``m`` only when the row has no more)."""
-    n_items = row.shape[0]
-    # Choosable scores only: blocked and excluded items become -inf in a scratch copy.
-    _masked_row(row, blocked, boost, masked)
+) -> None:
+    """The row in place as the selection reads it: boosted, -inf where the user's excluded
+    items are scored (``column`` maps an item position to its column, -1: not scored)."""
+    if boost.shape[0] > 0:
+        for j in range(row.shape[0]):  # contiguous floats, no branch: vectorises
+            row[j] += boost[j]
     for p in range(ex_start, ex_stop):
-        masked[ex_idx[p]] = -np.inf
-    # Slice the row into 4m slices: the m-th best slice maximum is a bound that at least m
-    # choosable items reach (each slice maximum is a different item), so only the slices whose
-    # maximum reaches it hold candidates - about a quarter of the row.
-    width = n_items
+        c = column[ex_idx[p]]
+        if c >= 0:
+            row[c] = -np.inf
+
+
+@njit(cache=True, nogil=True)
+def _group_maxima(row: np.ndarray, n_groups: int, maxima: np.ndarray) -> None:
+    """Maximum of each group ``{j : j mod n_groups == g}`` of the row into ``maxima``: an
+    element-wise max of consecutive ``n_groups``-long runs, which vectorises."""
+    n_items = row.shape[0]
+    for g in range(n_groups):
+        maxima[g] = row[g]
+    start = n_groups
+    while start < n_items:
+        for g in range(min(n_groups, n_items - start)):
+            v = row[start + g]
+            a = maxima[g]
+            maxima[g] = v if v > a else a
+        start += n_groups
+
+
+@njit(cache=True, nogil=True)
+def _bound(maxima: np.ndarray, n_groups: int, m: int) -> float:
+    """A score that at least ``m`` of the group maxima reach (so at least ``m`` items: each is a
+    different item), as high as a few bisections find; -inf when fewer than ``m`` are finite."""
+    lo, hi, finite = np.inf, -np.inf, 0
+    for g in range(n_groups):
+        v = maxima[g]
+        if np.isfinite(v):
+            finite += 1
+            lo = min(lo, v)
+            hi = max(hi, v)
+    if finite < m:
+        return -np.inf
+    for _ in range(24):
+        mid = float(np.float32(lo + (hi - lo) * 0.5))  # a float32 the scores can equal
+        if mid <= lo or mid >= hi:
+            break
+        reach = 0
+        for g in range(n_groups):
+            reach += maxima[g] >= mid
+        if reach < m:
+            hi = mid
+        else:
+            lo = mid
+            if reach <= m + (m >> 3):  # tight enough: ~m candidates to sort
+                break
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def _best_m(row: np.ndarray, m: int, maxima: np.ndarray, keys: np.ndarray) -> int:
+    """The best ``m`` finite scores of one prepared row (:func:`_prepare_row`), best first, as
+    sort keys in ``keys[:returned]`` (:func:`_key_item` reads the item back); returns how many
+    (fewer than ``m`` only when the row has no more).
+
+    The row's items fall into 8m strided groups; a bound that at least m group maxima reach
+    leaves ~m groups to look into and ~m items at or above it, which are sorted by one integer
+    key: the score's order-preserving bits, descending, then the item position ascending."""
+    n_items = row.shape[0]
+    n_groups = n_items
     bound = -np.inf
-    n_slices = 1
     if m * 16 <= n_items:
-        width = n_items // (4 * m)
-        n_slices = _slice_maxima(masked, width, maxima)
-        bound = _nth_largest(maxima, n_slices, m, hs)
-        if not np.isfinite(bound):  # fewer than m slices hold a choosable item
-            bound = -np.inf
-            n_slices, width = 1, n_items
+        n_groups = 8 * m
+        _group_maxima(row, n_groups, maxima)
+        bound = _bound(maxima, n_groups, m)
+    bits = row.view(np.int32)
     size = 0
-    for g in range(n_slices):
-        if n_slices > 1 and maxima[g] < bound:
+    for g in range(n_groups):
+        if n_groups < n_items and maxima[g] < bound:
             continue
-        for j in range(g * width, min(n_items, (g + 1) * width)):
-            s = masked[j]
-            if s < bound or not np.isfinite(s):
-                continue
-            if size < m:
-                hs[size] = s
-                hi[size] = j
-                _sift_up(hs, hi, size)
+        for j in range(g, n_items, n_groups):
+            v = row[j]
+            if v >= bound and np.isfinite(v):
+                b = bits[j]
+                if b == np.int32(-2147483648):  # -0.0 ranks as 0.0
+                    b = np.int32(0)
+                up = np.uint64(np.uint32(~b)) if b < 0 else np.uint64(np.uint32(b) | _SIGN)
+                keys[size] = ((np.uint64(0xFFFFFFFF) - up) << np.uint64(32)) | np.uint64(j)
                 size += 1
-            elif _worse(hs[0], hi[0], s, j):
-                hs[0] = s
-                hi[0] = j
-                _sift_down(hs, hi, size, 0)
-    # Heap sort in place: pop the worst to the end, so the arrays end best first.
-    for end in range(size - 1, 0, -1):
-        hs[0], hs[end] = hs[end], hs[0]
-        hi[0], hi[end] = hi[end], hi[0]
-        _sift_down(hs, hi, end, 0)
-    return size
+    keys[:size].sort()
+    return min(size, m)
+
+
+_SIGN = np.uint32(0x80000000)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _key_item(key: np.uint64) -> int:
+    return int(key & np.uint64(0xFFFFFFFF))
 
 
 @njit(cache=True, nogil=True)
@@ -314,7 +307,7 @@ def _select_rows(
     k: int,
     ex_ptr: np.ndarray,
     ex_idx: np.ndarray,
-    blocked: np.ndarray,
+    column: np.ndarray,
     boost: np.ndarray,
     category: np.ndarray,
     cap: int,
@@ -327,41 +320,37 @@ def _select_rows(
     if capped:
         n_categories = max(int(category.max()) + 1, 1)
     counts = np.zeros(max(n_categories, 1), np.int64)
-    hs = np.empty(n_items, np.float32)
-    hi = np.empty(n_items, np.int64)
+    keys = np.empty(n_items, np.uint64)
     maxima = np.empty(n_items, np.float32)
-    masked = np.empty(n_items, np.float32)
     for r in range(n_rows):
         for c in range(k):
             out_idx[r, c] = -1
             out_score[r, c] = -np.inf
+        row = scores[r]
+        _prepare_row(row, ex_idx, ex_ptr[r], ex_ptr[r + 1], column, boost)
         if not capped:
-            size = _best_m(
-                scores[r], k, ex_idx, ex_ptr[r], ex_ptr[r + 1], blocked, boost, masked,
-                maxima, hs, hi,
-            )  # fmt: skip
+            size = _best_m(row, k, maxima, keys)
             for c in range(size):
-                out_idx[r, c] = hi[c]
-                out_score[r, c] = hs[c]
+                item = _key_item(keys[c])
+                out_idx[r, c] = item
+                out_score[r, c] = row[item]
             continue
         # A category cap is a greedy walk down the sorted row: the first m items decide it
         # whenever the walk fills k from them, so m grows only when it does not.
         m = min(n_items, 2 * k)
         while True:
-            size = _best_m(
-                scores[r], m, ex_idx, ex_ptr[r], ex_ptr[r + 1], blocked, boost, masked,
-                maxima, hs, hi,
-            )  # fmt: skip
+            size = _best_m(row, m, maxima, keys)
             counts[:] = 0
             taken = 0
             for c in range(size):
-                code = category[hi[c]]
+                item = _key_item(keys[c])
+                code = category[item]
                 if code >= 0:
                     if counts[code] >= cap:
                         continue
                     counts[code] += 1
-                out_idx[r, taken] = hi[c]
-                out_score[r, taken] = hs[c]
+                out_idx[r, taken] = item
+                out_score[r, taken] = row[item]
                 taken += 1
                 if taken == k:
                     break

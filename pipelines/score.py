@@ -9,12 +9,15 @@ are the files committed (:mod:`pipelines.stores.scored`).
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 from tqdm import tqdm
@@ -150,9 +153,10 @@ def score(
             bundle = _Bundle(serving, fallback, k, available, resolved, threads, constants)
             # What every chunk reads goes to each worker once; chunks go as they are cut.
             shared = cluster.broadcast(client, bundle)
-            chunks = (
-                (chunk, excluded.join(chunk.select(C.user_id), on=C.user_id, how="semi"))
-                for chunk in users.iter_slices(chunk_users)
+            chunks = zip(
+                users.iter_slices(chunk_users),
+                _by_chunk(excluded, users[C.user_id], chunk_users),
+                strict=True,
             )
             results = cluster.map_in_order(client, _score_chunk, shared, chunks)
             bar = tqdm(results, total=-(-users.height // chunk_users), desc="score",
@@ -247,6 +251,20 @@ def _score_chunk(
     return _with_constants(lists, bundle.constants), counts, sources, spent
 
 
+def _by_chunk(
+    excluded: pl.DataFrame, user_ids: pl.Series, chunk_users: int
+) -> Iterator[pl.DataFrame]:
+    """Each chunk's pairs of ``excluded`` (``user_ids`` sliced in ``chunk_users``): the pairs are
+    put in the users' order once, so a chunk's are a slice, not a join over every pair."""
+    positions = pl.DataFrame({C.user_id: user_ids}).with_row_index("_position")
+    ordered = excluded.join(positions, on=C.user_id, how="inner").sort("_position")
+    starts = np.arange(0, user_ids.len(), chunk_users)
+    edges = [*np.searchsorted(ordered["_position"].to_numpy(), starts).tolist(), ordered.height]
+    pairs = ordered.drop("_position")
+    for start, stop in itertools.pairwise(edges):
+        yield pairs.slice(start, stop - start)
+
+
 RECS_COLUMNS = {
     C.user_id: pl.String,
     C.rank: pl.Int32,
@@ -310,13 +328,9 @@ def _chunk_lists(
     primary = pl.concat(parts) if parts else pl.DataFrame(schema=RECS_COLUMNS)
     # Only the users whose list is short (not described, too few items under the rules) are
     # topped up from the popular list: no second scoring pass over everyone.
-    lengths = primary.group_by(C.user_id).agg(n=pl.len())
-    short = (
-        chunk.select(C.user_id)
-        .join(lengths, on=C.user_id, how="left")
-        .filter(pl.col("n").fill_null(0) < k)
-        .select(C.user_id)
-    )
+    # A list's ranks run 1..n, so a user is full exactly when their rank k is there.
+    full = primary.filter(pl.col(C.rank) == k).select(C.user_id)
+    short = chunk.select(C.user_id).join(full, on=C.user_id, how="anti")
     if short.height:
         top_up = fallback.recommend(
             short, k, exclude=excluded.join(short, on=C.user_id, how="semi"),

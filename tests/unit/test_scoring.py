@@ -119,3 +119,27 @@ def test_select_does_not_modify_the_scores() -> None:
     assert idx.tolist() == [[1, 0]]
     assert best.tolist() == [[2.0, 1.0]]
     assert scores.tolist() == [[1.0, 2.0, 3.0]]
+
+
+def test_negative_zero_ties_with_zero_by_position() -> None:
+    # 40 items and k = 2 take the grouped path (40 >= 16 k); -0.0 and 0.0 are one score, so
+    # the tie goes to the lower position whichever of the two carries the sign.
+    for first, second in ((0.0, -0.0), (-0.0, 0.0)):
+        scores = np.full((1, 40), -1.0, np.float32)
+        scores[0, 3], scores[0, 5] = first, second
+        idx, best = select_top_k(scores, 2, None, None)
+        assert idx.tolist() == [[3, 5]]
+        assert best.tolist() == [[0.0, 0.0]]
+
+
+def test_unavailable_items_are_left_out_of_the_product_and_mapped_back() -> None:
+    # Every other item unavailable, one user's best available item excluded: the positions
+    # returned are the catalog's, not the compacted product's columns.
+    rng = np.random.default_rng(5)
+    users, items = rng.normal(size=(9, 3)), rng.normal(size=(64, 3))
+    allowed = np.arange(64) % 2 == 1
+    exclude = np.zeros((9, 64), bool)
+    exclude[0, int(np.argmax(np.where(allowed, users[0] @ items.T, -np.inf)))] = True
+    idx, _ = top_k(users, items, 3, exclude=sp.csr_matrix(exclude), allowed=allowed, block=4)
+    np.testing.assert_array_equal(idx, _brute(users, items, 3, exclude, allowed))
+    assert (idx % 2 == 1).all()
