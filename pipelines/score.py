@@ -311,9 +311,14 @@ def _chunk_lists(
     num_threads: int,
 ) -> pl.DataFrame:
     """One chunk of users' lists: one row per user_id x rank, sorted."""
-    parts = []
+    # Segments served by the same fitted lists (the champion for warm and cold users, say) are
+    # scored in one call: one pass of the kernel and of the exclusions over the chunk.
+    by_lists: dict[int, tuple[_Lists, list[bool]]] = {}
     for segment, lists in serving.items():
-        group = chunk.filter(pl.col("_warm") == (segment == "warm")).drop("_warm")
+        by_lists.setdefault(id(lists), (lists, []))[1].append(segment == "warm")
+    parts = []
+    for lists, warm in by_lists.values():
+        group = chunk.filter(pl.col("_warm").is_in(warm)).drop("_warm")
         if group.height == 0:
             continue
         describes = getattr(lists, "describes", None)
@@ -327,8 +332,8 @@ def _chunk_lists(
         )  # fmt: skip
     primary = pl.concat(parts) if parts else pl.DataFrame(schema=RECS_COLUMNS)
     # Only the users whose list is short (not described, too few items under the rules) are
-    # topped up from the popular list: no second scoring pass over everyone.
-    # A list's ranks run 1..n, so a user is full exactly when their rank k is there.
+    # topped up from the popular list: no second scoring pass over everyone. A list's ranks
+    # run 1..n, so a user is full exactly when their rank k is there.
     full = primary.filter(pl.col(C.rank) == k).select(C.user_id)
     short = chunk.select(C.user_id).join(full, on=C.user_id, how="anti")
     if short.height:
