@@ -88,6 +88,8 @@ def top_k(
     users = np.ascontiguousarray(user_vectors, dtype=np.float32)
     compact = _compact_rules(rules, kept)
     width = min(k, kept.size)
+    if width == 0:  # nothing may be recommended: every slot stays empty
+        return out_idx, out_score
 
     def score_block(start: int) -> None:
         stop = min(start + block, n_users)

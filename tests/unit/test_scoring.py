@@ -143,3 +143,9 @@ def test_unavailable_items_are_left_out_of_the_product_and_mapped_back() -> None
     idx, _ = top_k(users, items, 3, exclude=sp.csr_matrix(exclude), allowed=allowed, block=4)
     np.testing.assert_array_equal(idx, _brute(users, items, 3, exclude, allowed))
     assert (idx % 2 == 1).all()
+
+
+def test_nothing_available_leaves_every_slot_empty() -> None:
+    idx, scores = top_k(np.ones((2, 2)), np.ones((5, 2)), 3, allowed=np.zeros(5, bool))
+    assert idx.tolist() == [[-1, -1, -1], [-1, -1, -1]]
+    assert np.isneginf(scores).all()
