@@ -44,7 +44,6 @@ class KernelRules:
 
 _EMPTY_F = np.zeros(0, np.float32)
 _EMPTY_I = np.zeros(0, np.int32)
-_EMPTY_B = np.zeros(0, np.bool_)
 
 
 def top_k(
