@@ -44,6 +44,7 @@ class KernelRules:
 
 _EMPTY_F = np.zeros(0, np.float32)
 _EMPTY_I = np.zeros(0, np.int32)
+_SIGN = np.uint32(0x80000000)  # a float32's sign bit
 
 
 def top_k(
@@ -292,9 +293,6 @@ def _best_m(row: np.ndarray, m: int, maxima: np.ndarray, keys: np.ndarray) -> in
                 size += 1
     keys[:size].sort()
     return min(size, m)
-
-
-_SIGN = np.uint32(0x80000000)
 
 
 @njit(cache=True, nogil=True, inline="always")
