@@ -5,6 +5,11 @@
 block a publish or be blocked by one (readers see the version that was live when their query
 began). It depends on nothing of the engine but this module, so online code can import it alone.
 
+PostgreSQL is read with psycopg, not ADBC (which the publish's bulk load uses): a lookup is
+0.46 against 1.06 ms at the median here, and a connection 4 against 51 ms (ADBC reads the type
+catalog on connect), which is what a service that connects per request pays
+(``bench/README.md``, "Serving"). psycopg prepares a lookup it has run five times.
+
 An unknown user gets the popular list of their segment when the caller knows one of their
 attributes (``{"gender": "F"}`` -> segment ``gender:F``), else the global one; its scores are the
 same share-of-active-users scale as the ``popular`` rows of known users' lists.
@@ -71,18 +76,22 @@ class ServingReader:
                     check_same_thread=False,
                 )
             else:
-                import adbc_driver_postgresql.dbapi as postgresql
+                import psycopg
 
-                self._conn = postgresql.connect(self.store.url, autocommit=True)
-                with self._conn.cursor() as cur:
-                    cur.execute("set default_transaction_read_only = on")
+                try:
+                    self._conn = psycopg.connect(self.store.url, autocommit=True)
+                except psycopg.OperationalError as exc:
+                    raise ServingUnavailableError(
+                        f"{redact(self.store.url)}: cannot connect: {_first_line(exc)}"
+                    ) from exc
+                self._conn.execute("set default_transaction_read_only = on")
         return self._conn
 
     def _rows(self, template: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
         """Run ``template`` with ``{1}``, ``{2}``... as this dialect's placeholders."""
-        sql = template.format("", *(self.store.param(n) for n in range(1, len(args) + 1)))
         conn = self._connection()
         if self.store.dialect == "sqlite":
+            sql = template.format("", *("?" for _ in args))
             try:
                 return conn.execute(sql, args).fetchall()  # type: ignore[no-any-return]
             except sqlite3.OperationalError as exc:
@@ -91,19 +100,19 @@ class ServingReader:
                         f"{redact(self.store.url)}: nothing published yet; run `recs run nightly`"
                     ) from exc
                 raise
+        import psycopg
+
         try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                # Arrow, then rows: half the time of ADBC's row-by-row fetchall (0.4 vs 0.9 ms).
-                table = cur.fetch_arrow_table()
-            return list(zip(*(c.to_pylist() for c in table.columns), strict=True))
-        except Exception as exc:
-            if "does not exist" in str(exc):
-                self.close()
-                raise ServingUnavailableError(
-                    f"{redact(self.store.url)}: nothing published yet; run `recs run nightly`"
-                ) from exc
-            raise
+            return conn.execute(template.format("", *("%s" for _ in args)), args).fetchall()  # type: ignore[no-any-return]
+        except psycopg.errors.UndefinedTable as exc:
+            raise ServingUnavailableError(
+                f"{redact(self.store.url)}: nothing published yet; run `recs run nightly`"
+            ) from exc
+        except psycopg.OperationalError as exc:  # the server went away: reconnect next time
+            self.close()
+            raise ServingUnavailableError(
+                f"{redact(self.store.url)}: cannot read: {_first_line(exc)}"
+            ) from exc
 
     def get_recommendations(
         self, user_id: str, k: int = 10, attributes: Mapping[str, str] | None = None
@@ -126,6 +135,10 @@ class ServingReader:
                 if rows:
                     break
         return [Recommendation(int(r), str(i), float(s), str(src)) for r, i, s, src in rows]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def get_recommendations(

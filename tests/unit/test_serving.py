@@ -253,6 +253,35 @@ def test_sqlite_reader_is_read_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
+def test_postgres_reader_is_read_only_and_reads_again_after_a_lost_connection(
+    pg_schema_url: str,
+) -> None:
+    import psycopg
+
+    store = ServingStore(pg_schema_url)
+    _publish(store, recs_table(["a"], 2), "1")
+    with ServingReader(store.url) as reader:
+        for _ in range(6):  # past psycopg's prepare threshold: the prepared lookup reads the same
+            assert [r.item_id for r in reader.get_recommendations("a")] == ["i1", "i2"]
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            reader._connection().execute("create table mine (x integer)")
+        with psycopg.connect(pg_schema_url, autocommit=True) as admin:
+            pid = reader._connection().info.backend_pid
+            admin.execute("select pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(ServingUnavailableError, match="cannot read"):
+            reader.get_recommendations("a")
+        assert [r.item_id for r in reader.get_recommendations("a")] == ["i1", "i2"]
+
+
+def test_an_unreachable_postgres_is_one_line_without_the_password() -> None:
+    url = "postgresql://someone:s3cret@127.0.0.1:1/nowhere"
+    with pytest.raises(ServingUnavailableError, match="cannot connect") as caught:
+        get_recommendations(url, "a")
+    assert "s3cret" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.postgres
 def test_a_reader_role_reads_after_every_publish_and_cannot_write(pg_schema_url: str) -> None:
     import uuid
 
