@@ -248,16 +248,23 @@ def _publish_store(root: Path, url: str) -> Callable[[], object]:
     best-of-two timing would otherwise report as the publish."""
     import uuid
 
+    import pyarrow as pa
+
     from pipelines.stores import scored, warehouse
     from pipelines.stores.serving import ServingStore, publish_recommendations
 
     run = scored.read_scored(scored.scored_dir(root / "lake", "bench"))
     (popular,) = warehouse.read_tables(root / "warehouse.duckdb", "popular_items")
 
+    recs = run.recommendations
+    at = recs.schema.get_field_index("run_id")
+
     def publish() -> object:
         run_id = f"bench-{uuid.uuid4().hex[:8]}"
+        # The rows name their run (a publish checks): ~0.05 s of the timed call, not the store's.
+        rows = recs.set_column(at, "run_id", pa.repeat(pa.scalar(run_id), recs.num_rows))
         publication = publish_recommendations(
-            ServingStore(url), run.recommendations, popular.to_arrow(),
+            ServingStore(url), rows, popular.to_arrow(),
             similar_items=run.similar_items, run_id=run_id, model_version="1",
             clock=lambda: datetime.now(UTC), checksum=run.checksum,
         )  # fmt: skip

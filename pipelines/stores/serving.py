@@ -9,6 +9,12 @@ the new one after it, never a mix or an empty table, and a failure before the co
 yesterday's version serving. Grants on the views (PostgreSQL reader roles, ``recs serving
 grant-reader``) and constraint names survive every publish, because nothing is renamed.
 
+A version's lists keep only what varies by row (``user_id, rank, item_id, score, source``). The
+run's constants (``model_version, run_id, generated_at, expires_at``: one value each per publish,
+checked) are literals of the ``recommendations`` view, recorded in ``publications`` for a
+rollback. Repeated on 5.3M rows, they were half of a SQLite store's bytes (662 against 313 MB),
+formatted, loaded and written row by row (``bench/README.md``, "Serving").
+
 The last ``keep`` versions stay addressable by run id, so ``recs serving rollback [RUN_ID]``
 points the views back in one transaction. Tables of a publish that never committed (a kill
 between load and swap) are dropped at the start of the next one. The swap waits at most
@@ -49,8 +55,7 @@ _TYPES = {
 _DDL = {
     "recommendations": (
         "user_id {text} not null, rank {int} not null, item_id {text} not null, "
-        "score {float} not null, source {text} not null, model_version {text} not null, "
-        "run_id {text} not null, generated_at {ts} not null, expires_at {ts} not null"
+        "score {float} not null, source {text} not null"
     ),
     "popular_items": (
         "segment {text} not null, rank {int} not null, item_id {text} not null, "
@@ -64,12 +69,14 @@ _DDL = {
 _KEYS = {"recommendations": "user_id, rank", "popular_items": "segment, rank",
          "similar_items": "item_id, rank"}  # fmt: skip
 VIEWS = tuple(_DDL)
+RUN_CONSTANTS = ("model_version", "run_id", "generated_at", "expires_at")
+"""Columns of the ``RECOMMENDATIONS`` contract with one value per publish: served by the view."""
 
 _PUBLICATIONS_DDL = (
     "create table if not exists publications (run_id {text} not null, "
     "model_version {text} not null, n_users {int} not null, n_rows {int} not null, "
     "checksum {text} not null, status {text} not null, started_at {ts} not null, "
-    "published_at {ts}, version {text}, seq {int})"
+    "published_at {ts}, version {text}, seq {int}, generated_at {ts}, expires_at {ts})"
 )
 _READERS_DDL = "create table if not exists serving_readers (role {text} primary key)"
 
@@ -167,6 +174,40 @@ def for_store(store: ServingStore, table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
+def stored_rows(recommendations: pa.Table) -> pa.Table:
+    """The columns a version's ``recommendations`` table keeps (the run's constants dropped)."""
+    return recommendations.drop_columns(
+        [c for c in RUN_CONSTANTS if c in recommendations.column_names]
+    )
+
+
+def _run_constants(
+    recs: pa.Table, run_id: str, model_version: str
+) -> tuple[datetime | None, datetime | None]:
+    """``generated_at`` and ``expires_at`` of a publish's rows (None: no rows).
+
+    Raises:
+        ValueError: a constant column holds more than one value, or the rows' run id or model
+            version is not the publish's.
+    """
+    values: dict[str, Any] = {}
+    for name in RUN_CONSTANTS:
+        distinct = pc.unique(recs.column(name)).to_pylist()
+        if len(distinct) > 1:
+            raise ValueError(
+                f"recommendations: column {name} holds {len(distinct)} values "
+                f"({', '.join(map(str, distinct[:3]))}...); expected one per publish (one run)"
+            )
+        values[name] = distinct[0] if distinct else None
+    for name, expected in (("run_id", run_id), ("model_version", model_version)):
+        if values[name] is not None and values[name] != expected:
+            raise ValueError(
+                f"recommendations: column {name} is {values[name]!r}; expected {expected!r}, "
+                f"the publish's {name}"
+            )
+    return values["generated_at"], values["expires_at"]
+
+
 def table_checksum(table: pa.Table, order_by: Sequence[str]) -> str:
     """SHA-256 of a table's content in a fixed row order (the same bytes as
     :func:`pipelines.stores.scored.rows_digest` over the sorted rows)."""
@@ -186,6 +227,8 @@ class Publication:
     n_rows: int
     checksum: str
     version: str = ""
+    generated_at: datetime | str | None = None  # the lists' constants (SQLite: text)
+    expires_at: datetime | str | None = None
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -246,6 +289,7 @@ def publish_recommendations(
     }
     started_at = clock()
     recs = tables["recommendations"]
+    generated_at, expires_at = _run_constants(recs, run_id, model_version)
     version = uuid.uuid4().hex[:12]
     publication = Publication(
         run_id=run_id,
@@ -254,6 +298,8 @@ def publish_recommendations(
         n_rows=recs.num_rows,
         checksum=checksum or table_checksum(recs, [C.user_id, C.rank]),
         version=version,
+        generated_at=generated_at,
+        expires_at=expires_at,
     )
     with store.connect() as conn:
         with_lock_retries(lambda: _prepare(store, conn))
@@ -268,7 +314,7 @@ def publish_recommendations(
                     if name == "recommendations" and load_recommendations is not None:
                         load_recommendations(cur, target)
                     else:
-                        cur.adbc_ingest(target, for_store(store, table), mode="append")
+                        cur.adbc_ingest(target, for_store(store, stored_rows(table)), "append")
                     _add_key(store, cur, target, _KEYS[name])
             conn.commit()
             with_lock_retries(
@@ -314,7 +360,10 @@ def _prepare(store: ServingStore, conn: Any) -> None:
         cur.execute(store.ddl(_PUBLICATIONS_DDL))
         cur.execute(store.ddl(_READERS_DDL))
         have = _columns(store, cur, "publications")
-        for name, kind in (("version", "{text}"), ("seq", "{int}")):
+        for name, kind in (
+            ("version", "{text}"), ("seq", "{int}"), ("generated_at", "{ts}"),
+            ("expires_at", "{ts}"),
+        ):  # fmt: skip
             if name not in have:
                 cur.execute(f"alter table publications add column {name} {store.ddl(kind)}")
         live = _recorded_versions(cur)
@@ -352,7 +401,7 @@ def _point_views(
             for name in VIEWS:
                 if kinds.get(name) == "table":  # a store from before versions: its last table
                     cur.execute(f"drop table {name}")
-                source = f"select * from {name}__v_{pub.version}"
+                source = _view_source(store, cur, name, pub)
                 if store.dialect == "sqlite":
                     cur.execute(f"drop view if exists {name}")
                     cur.execute(f"create view {name} as {source}")
@@ -363,18 +412,44 @@ def _point_views(
             p = store.param
             cur.execute(
                 "insert into publications (run_id, model_version, n_users, n_rows, checksum, "
-                "status, started_at, published_at, version, seq) values "
-                f"({p(1)}, {p(2)}, {p(3)}, {p(4)}, {p(5)}, {p(6)}, {p(7)}, {p(8)}, {p(9)}, "
-                "(select coalesce(max(seq), 0) + 1 from publications))",
+                "status, started_at, published_at, version, generated_at, expires_at, seq) "
+                f"values ({p(1)}, {p(2)}, {p(3)}, {p(4)}, {p(5)}, {p(6)}, {p(7)}, {p(8)}, {p(9)}, "
+                f"{p(10)}, {p(11)}, (select coalesce(max(seq), 0) + 1 from publications))",
                 (
                     pub.run_id, pub.model_version, pub.n_users, pub.n_rows, pub.checksum, status,
                     _ts(store, started_at), _ts(store, clock()), pub.version,
+                    _ts(store, pub.generated_at), _ts(store, pub.expires_at),
                 ),
             )  # fmt: skip
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
+
+
+def _view_source(store: ServingStore, cur: Any, name: str, pub: Publication) -> str:
+    """What view ``name`` selects for version ``pub.version``: its table, and for the lists the
+    run's constants as literals (a version loaded before they left the table: its columns)."""
+    table = f"{name}__v_{pub.version}"
+    if name != "recommendations" or "run_id" in _columns(store, cur, table):
+        return f"select * from {table}"
+    kind = _TYPES[store.dialect]["ts"]
+    constants = {
+        "model_version": _text_literal(pub.model_version),
+        "run_id": _text_literal(pub.run_id),
+        "generated_at": f"cast({_text_literal(_ts(store, pub.generated_at))} as {kind})",
+        "expires_at": f"cast({_text_literal(_ts(store, pub.expires_at))} as {kind})",
+    }
+    columns = ", ".join(f"{constants[c]} as {c}" if c in constants else c
+                        for c in RECOMMENDATIONS.names)  # fmt: skip
+    return f"select {columns} from {table}"
+
+
+def _text_literal(value: object) -> str:
+    if value is None:
+        return "null"
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "cast('" + text.replace("'", "''") + "' as text)"
 
 
 def _drop_old_versions(store: ServingStore, conn: Any, keep: int) -> None:
@@ -462,12 +537,13 @@ def rollback(store: ServingStore, run_id: str | None, clock: Callable[[], dateti
     with store.connect() as conn:
         with conn.cursor() as cur:
             cur.execute(
-                f"select checksum from publications where version = {store.param(1)} limit 1",
+                "select checksum, generated_at, expires_at from publications "
+                f"where version = {store.param(1)} order by seq limit 1",
                 (target.version,),
             )
-            (checksum,) = cur.fetchone()
+            checksum, generated_at, expires_at = cur.fetchone()
         pub = Publication(pub.run_id, pub.model_version, pub.n_users, pub.n_rows, str(checksum),
-                          pub.version)  # fmt: skip
+                          pub.version, generated_at, expires_at)  # fmt: skip
         started = clock()
         with_lock_retries(lambda: _point_views(store, conn, pub, "rollback", started, clock))
     return pub
@@ -508,8 +584,11 @@ def grant_reader(store: ServingStore, role: str) -> None:
         conn.commit()
 
 
-def _ts(store: ServingStore, value: datetime) -> Any:
-    return value.strftime(SQLITE_TS) if store.dialect == "sqlite" else value
+def _ts(store: ServingStore, value: datetime | str | None) -> Any:
+    """A timestamp as the store keeps it (SQLite: :data:`SQLITE_TS` text)."""
+    if store.dialect == "sqlite" and isinstance(value, datetime):
+        return value.strftime(SQLITE_TS)
+    return value
 
 
 def _kinds(store: ServingStore, cur: Any) -> dict[str, str]:

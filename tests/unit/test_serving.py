@@ -11,13 +11,16 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from features.contracts import RECOMMENDATIONS
 from pipelines.stores.reader import ServingReader, ServingUnavailableError, get_recommendations
 from pipelines.stores.serving import ServingStore, publish_recommendations, rollback, versions
 
 AT = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 
 
-def recs_table(users: list[str], k: int, *, version: str = "1", run_id: str = "r1") -> pa.Table:
+def recs_table(
+    users: list[str], k: int, *, version: str = "1", run_id: str | None = None
+) -> pa.Table:
     rows = [
         {
             "user_id": u,
@@ -26,7 +29,7 @@ def recs_table(users: list[str], k: int, *, version: str = "1", run_id: str = "r
             "score": 1.0 / r,
             "source": "model",
             "model_version": version,
-            "run_id": run_id,
+            "run_id": run_id or f"run-{version}",
             "generated_at": AT,
             "expires_at": AT + timedelta(hours=36),
         }
@@ -130,11 +133,80 @@ def test_republish_replaces_the_version_whole(store: ServingStore) -> None:
 
 def test_failed_publish_leaves_the_previous_version_serving(store: ServingStore) -> None:
     _publish(store, recs_table(["a"], 2, version="1"), "1")
-    broken = pa.concat_tables([recs_table(["x"], 2), recs_table(["x"], 2)])  # duplicate keys
+    twice = recs_table(["x"], 2, version="2")
+    broken = pa.concat_tables([twice, twice])  # duplicate keys
     with pytest.raises(Exception, match=r"(?i)unique|constraint|duplicate"):
         _publish(store, broken, "2")
     assert _all(store).column("model_version").to_pylist() == ["1", "1"]
     assert len(_tables(store, "%\\_\\_v\\_%")) == 3  # version 1's three tables, no debris
+
+
+def test_a_publish_serves_one_run_and_its_constants_from_the_view(store: ServingStore) -> None:
+    mixed = pa.concat_tables([recs_table(["a"], 2, version="1"), recs_table(["b"], 2, version="2")])
+    with pytest.raises(ValueError, match="column model_version holds 2 values"):
+        _publish(store, mixed, "1")
+    other_run = recs_table(["a"], 2, version="1", run_id="someone-else")
+    with pytest.raises(ValueError, match="column run_id is 'someone-else'; expected 'run-1'"):
+        _publish(store, other_run, "1")
+    _publish(store, recs_table(["a"], 2, version="1"), "1")
+    with store.connect() as conn, conn.cursor() as cur:
+        cur.execute("select * from recommendations order by rank")
+        served = cur.fetch_arrow_table()
+        cur.execute("select * from recommendations__v_" + _live_version(store))
+        stored = cur.fetch_arrow_table()
+    assert served.column_names == RECOMMENDATIONS.names
+    assert stored.column_names == ["user_id", "rank", "item_id", "score", "source"]
+    row = served.to_pylist()[1]
+    assert (row["model_version"], row["run_id"], row["item_id"]) == ("1", "run-1", "i2")
+    expires = row["expires_at"]
+    if store.dialect == "sqlite":
+        assert expires == "2026-11-02T15:00:00.000000Z"
+    else:
+        assert expires == AT + timedelta(hours=36)
+
+
+def test_a_version_loaded_with_its_constants_in_the_rows_can_still_be_rolled_back_to(
+    store: ServingStore,
+) -> None:
+    """Stores published before the constants moved to the view keep such versions."""
+    from pipelines.stores.serving import _ts
+
+    _publish(store, recs_table(["a"], 2, version="1"), "1")
+    legacy = "0123456789ab"
+    kinds = {"sqlite": ("integer", "text"), "postgresql": ("integer", "timestamptz")}
+    integer, ts = kinds[store.dialect]
+    p = [store.param(n) for n in range(1, 4)]
+    with store.connect() as conn, conn.cursor() as cur:
+        for name in ("popular_items", "similar_items"):
+            cur.execute(f"create table {name}__v_{legacy} as select * from {name}")
+        cur.execute(
+            f"create table recommendations__v_{legacy} (user_id text, rank {integer}, "
+            "item_id text, score double precision, source text, model_version text, "
+            f"run_id text, generated_at {ts}, expires_at {ts})"
+        )
+        cur.execute(
+            f"insert into recommendations__v_{legacy} values ('a', 1, 'old', 1.0, 'model', "
+            f"'0', 'run-0', {p[0]}, {p[1]})",
+            (_ts(store, AT), _ts(store, AT)),
+        )
+        cur.execute(
+            "insert into publications (run_id, model_version, n_users, n_rows, checksum, "
+            f"status, started_at, version, seq) values ('run-0', '0', 1, 1, 'c', 'published', "
+            f"{p[0]}, {p[1]}, 0)",
+            (_ts(store, AT), legacy),
+        )
+        conn.commit()
+    rollback(store, "run-0", clock=lambda: AT)
+    with store.connect() as conn, conn.cursor() as cur:
+        cur.execute("select item_id, model_version, generated_at from recommendations")
+        assert cur.fetchall() == [("old", "0", _ts(store, AT))]  # the rows' own constants
+    rollback(store, "run-1", clock=lambda: AT)
+    assert _all(store).column("model_version").to_pylist() == ["1", "1"]
+
+
+def _live_version(store: ServingStore) -> str:
+    (live,) = [v for v in versions(store) if v.live]
+    return live.version
 
 
 def _tables(store: ServingStore, like: str) -> list[str]:
