@@ -78,8 +78,12 @@ class ServingReader:
             else:
                 import psycopg
 
+                # A host that drops packets fails in seconds, not at the TCP timeout (minutes).
+                url = self.store.url
+                if "connect_timeout" not in url:
+                    url += ("&" if "?" in url else "?") + "connect_timeout=5"
                 try:
-                    self._conn = psycopg.connect(self.store.url, autocommit=True)
+                    self._conn = psycopg.connect(url, autocommit=True)
                 except psycopg.OperationalError as exc:
                     raise ServingUnavailableError(
                         f"{redact(self.store.url)}: cannot connect: {_first_line(exc)}"
