@@ -83,12 +83,13 @@ class ServingReader:
                 if "connect_timeout" not in url:
                     url += ("&" if "?" in url else "?") + "connect_timeout=5"
                 try:
-                    self._conn = psycopg.connect(url, autocommit=True)
+                    conn = psycopg.connect(url, autocommit=True)
+                    conn.execute("set default_transaction_read_only = on")
                 except psycopg.OperationalError as exc:
                     raise ServingUnavailableError(
                         f"{redact(self.store.url)}: cannot connect: {_first_line(exc)}"
                     ) from exc
-                self._conn.execute("set default_transaction_read_only = on")
+                self._conn = conn
         return self._conn
 
     def _rows(self, template: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
@@ -107,7 +108,8 @@ class ServingReader:
         import psycopg
 
         try:
-            return conn.execute(template.format("", *("%s" for _ in args)), args).fetchall()  # type: ignore[no-any-return]
+            rows = conn.execute(template.format("", *("%s" for _ in args)), args).fetchall()
+            return rows  # type: ignore[no-any-return]
         except psycopg.errors.UndefinedTable as exc:
             raise ServingUnavailableError(
                 f"{redact(self.store.url)}: nothing published yet; run `recs run nightly`"
