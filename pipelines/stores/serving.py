@@ -442,21 +442,22 @@ def _view_source(store: ServingStore, cur: Any, name: str, pub: Publication) -> 
         return f"select * from {table}"
     kind = _TYPES[store.dialect]["ts"]
     constants = {
-        "model_version": _text_literal(pub.model_version),
-        "run_id": _text_literal(pub.run_id),
-        "generated_at": f"cast({_text_literal(_ts(store, pub.generated_at))} as {kind})",
-        "expires_at": f"cast({_text_literal(_ts(store, pub.expires_at))} as {kind})",
+        "model_version": _literal(pub.model_version, "text"),
+        "run_id": _literal(pub.run_id, "text"),
+        "generated_at": _literal(_ts(store, pub.generated_at), kind),
+        "expires_at": _literal(_ts(store, pub.expires_at), kind),
     }
     columns = ", ".join(f"{constants[c]} as {c}" if c in constants else c
                         for c in RECOMMENDATIONS.names)  # fmt: skip
     return f"select {columns} from {table}"
 
 
-def _text_literal(value: object) -> str:
+def _literal(value: object, kind: str) -> str:
+    """``value`` as a typed SQL literal (quotes doubled): ``cast('...' as <kind>)``."""
     if value is None:
-        return "null"
+        return f"cast(null as {kind})"
     text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return "cast('" + text.replace("'", "''") + "' as text)"
+    return "cast('" + text.replace("'", "''") + f"' as {kind})"
 
 
 def _drop_old_versions(store: ServingStore, conn: Any, keep: int) -> None:

@@ -163,6 +163,14 @@ def test_a_publish_serves_one_run_and_its_constants_from_the_view(store: Serving
         assert expires == "2026-11-02T15:00:00.000000Z"
     else:
         assert expires == AT + timedelta(hours=36)
+    quoted = "it's-2"  # a literal of the view: its quote doubled, not an injection
+    publish_recommendations(
+        store, recs_table(["a"], 2, version="2", run_id=quoted), POPULAR, run_id=quoted,
+        model_version="2", clock=lambda: AT,
+    )  # fmt: skip
+    with store.connect() as conn, conn.cursor() as cur:
+        cur.execute("select distinct run_id, model_version from recommendations")
+        assert cur.fetchall() == [(quoted, "2")]
 
 
 def test_a_version_loaded_with_its_constants_in_the_rows_can_still_be_rolled_back_to(
