@@ -151,34 +151,15 @@ SQLITE_TS = "%Y-%m-%dT%H:%M:%S.%fZ"
 (``julianday('2026-11-24T18:50:49.668733Z')``)."""
 
 
-def _iso_text(column: pa.ChunkedArray) -> pa.Array:
-    """Timestamps as :data:`SQLITE_TS` text. Each distinct value is formatted once in Python:
-    the serving columns hold one or two values over millions of rows, and ``pc.strftime`` over
-    all of them costs seconds (and prints Arrow's fractional seconds after its own ``%S``)."""
-    distinct = pc.unique(column)
-    text = pa.array(
-        [None if v is None else v.strftime(SQLITE_TS) for v in distinct.to_pylist()], pa.string()
-    )
-    return pc.take(text, pc.index_in(column, value_set=distinct))
-
-
 def create_table_sql(store: ServingStore, table: str, kind: str) -> str:
     """``create table`` for a serving table of ``kind`` (recommendations, popular_items,
     similar_items) named ``table``, without its key (built after the load)."""
     return f"create table {table} ({store.ddl(_DDL[kind])})"
 
 
-def for_store(store: ServingStore, table: pa.Table) -> pa.Table:
-    """Rows as the store keeps them (SQLite: timestamps as :data:`SQLITE_TS` text)."""
-    if store.dialect != "sqlite":
-        return table
-    # SQLite has no timestamp type: store UTC timestamps as ISO-8601 text.
-    columns = [_iso_text(col) if pa.types.is_timestamp(col.type) else col for col in table.columns]
-    return pa.table(columns, names=table.column_names)
-
-
 def stored_rows(recommendations: pa.Table) -> pa.Table:
-    """The columns a version's ``recommendations`` table keeps (the run's constants dropped)."""
+    """The columns a version's ``recommendations`` table keeps (the run's constants dropped).
+    No loaded column is a timestamp, so SQLite needs no text conversion of the rows."""
     return recommendations.drop_columns(
         [c for c in RUN_CONSTANTS if c in recommendations.column_names]
     )
@@ -321,7 +302,7 @@ def publish_recommendations(
                     if name == "recommendations" and load_recommendations is not None:
                         load_recommendations(cur, target)
                     else:
-                        cur.adbc_ingest(target, for_store(store, stored_rows(table)), "append")
+                        cur.adbc_ingest(target, stored_rows(table), mode="append")
                     _add_key(store, cur, target, _KEYS[name])
             conn.commit()
             with_lock_retries(

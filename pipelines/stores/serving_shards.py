@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from features.contracts import RECOMMENDATIONS, conform
 from pipelines.stores import cluster
-from pipelines.stores.serving import ServingStore, create_table_sql, for_store, stored_rows
+from pipelines.stores.serving import ServingStore, create_table_sql, stored_rows
 
 PART_ROWS = 1_000_000
 """Rows a shard loads (whole row groups; at least one group per part)."""
@@ -65,7 +65,7 @@ def load_part(shared: _Load, part: tuple[int, list[int]]) -> int:
     with store.connect() as conn, conn.cursor() as cur:
         cur.execute(f"drop table if exists {table}")
         cur.execute(create_table_sql(store, table, "recommendations"))
-        cur.adbc_ingest(table, for_store(store, stored_rows(rows)), mode="append")
+        cur.adbc_ingest(table, stored_rows(rows), mode="append")
         conn.commit()
     return int(rows.num_rows)
 
