@@ -9,15 +9,18 @@ it is skipped above ``max_items``.
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
-import scipy.linalg
 import scipy.sparse as sp
+from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
+from scipy.linalg import lapack
 
 from features.contracts import C
 from features.matrices import pair_indices
@@ -30,7 +33,7 @@ from models.base import (
     similar_items_frame,
 )
 from models.rules import ItemRules
-from models.scoring import select_top_k, top_k
+from models.scoring import select_top_k, top_k_sparse
 
 _ARRAYS = "ease.npz"
 _META = "meta.json"
@@ -79,15 +82,10 @@ class EASERecommender:
             (np.ones(coded.height, np.float32), (coded["u"].to_numpy(), coded["i"].to_numpy())),
             shape=(user_ids.len(), item_ids.len()),
         )
-        # In place where it can be: items^2 float64 twice at most (10k items: 1.6 GB, was 3.2).
-        gram = (history.T @ history).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += params.l2
-        inverse = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+        gram = cooccurrence(history, num_threads=os.cpu_count() or 1)
+        gram[np.diag_indices_from(gram)] += np.float32(params.l2)
+        weights = closed_form(gram)
         del gram
-        inverse /= -np.diag(inverse).copy()  # B = -P / diag(P), column by column
-        np.fill_diagonal(inverse, 0.0)
-        weights = inverse.astype(np.float32)
-        del inverse
         return cls(params, item_ids.alias(C.item_id), weights, user_ids, history)
 
     def describes(self, users: pl.DataFrame) -> np.ndarray:
@@ -118,39 +116,30 @@ class EASERecommender:
         allowed_items: pl.Series | None = None,
         rules: ItemRules | None = None,
         num_threads: int = 1,
-        block: int = 2048,
+        block: int = 512,
     ) -> pl.DataFrame:
         """See :class:`models.base.Recommender`; ``source`` is ``ease``. Scored in user blocks
-        (``block x items`` dense floats at a time; ``num_threads`` is unused: numpy's product)."""
-        rows = self._rows(users)
-        excluded = exclusion_matrix(exclude, users[C.user_id], self.item_ids)
-        mask = allowed_mask(allowed_items, self.item_ids)
-        blocked = None if mask is None else ~mask
-        aligned = kernel_rules(rules, self.item_ids)
-        parts_idx, parts_score = [], []
-        for start in range(0, users.height, block):
-            stop = min(start + block, users.height)
-            # Sparse history x dense weights: the cost follows each user's positives.
-            scores = np.asarray(rows[start:stop] @ self.weights, dtype=np.float32)
-            ex = excluded[start:stop] if excluded is not None else None
-            idx, best = select_top_k(scores, k, ex, blocked, aligned)
-            parts_idx.append(idx)
-            parts_score.append(best)
-        width = min(k, self.item_ids.len())
-        idx_all = np.vstack(parts_idx) if parts_idx else np.empty((0, width), np.int64)
-        scores_all = np.vstack(parts_score) if parts_score else np.empty((0, width), np.float32)
+        on ``num_threads`` threads (:func:`models.scoring.top_k_sparse`; ``block x items``
+        floats per thread)."""
+        idx, scores = top_k_sparse(
+            self._rows(users), self.weights, k,
+            exclude=exclusion_matrix(exclude, users[C.user_id], self.item_ids),
+            allowed=allowed_mask(allowed_items, self.item_ids),
+            rules=kernel_rules(rules, self.item_ids), block=block, num_threads=num_threads,
+        )  # fmt: skip
         source = pl.Series(["ease"] * users.height, dtype=pl.String)
-        return recommendation_frame(users[C.user_id], self.item_ids, idx_all, scores_all, source)
+        return recommendation_frame(users[C.user_id], self.item_ids, idx, scores, source)
 
     def similar_items(
         self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1
     ) -> pl.DataFrame:
         """Per item, the items its column of weights ranks highest (never itself)."""
         n = self.item_ids.len()
-        idx, scores = top_k(
-            self.weights.T.copy(), np.eye(n, dtype=np.float32), k,
-            exclude=sp.identity(n, dtype=np.int8, format="csr"),
-            allowed=allowed_mask(allowed_items, self.item_ids), num_threads=num_threads,
+        # Item i's scores are row i of the weights' transpose: selected as they are, no product.
+        mask = allowed_mask(allowed_items, self.item_ids)
+        idx, scores = select_top_k(
+            np.ascontiguousarray(self.weights.T), k,
+            sp.identity(n, dtype=np.int8, format="csr"), None if mask is None else ~mask,
         )  # fmt: skip
         return similar_items_frame(self.item_ids, idx, scores)
 
@@ -177,7 +166,7 @@ class EASERecommender:
         meta = json.loads((directory / _META).read_text())
         with np.load(directory / _ARRAYS) as a:
             history = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=tuple(a["shape"]))
-            weights = a["weights"]
+            weights = np.ascontiguousarray(a["weights"], dtype=np.float32)
         return cls(
             EASEParams.model_validate(meta["params"]),
             pl.Series(C.item_id, meta["item_ids"], dtype=pl.String),
@@ -185,3 +174,78 @@ class EASERecommender:
             pl.Series(C.user_id, meta["user_ids"], dtype=pl.String),
             history,
         )
+
+
+def closed_form(gram: np.ndarray) -> np.ndarray:
+    """EASE's weights ``B = -P / diag(P)`` (zero diagonal) for ``P = gram^-1``, ``gram`` a
+    symmetric positive definite float32 matrix (overwritten). C order: scoring adds up rows.
+
+    float32 Cholesky (``spotrf`` + ``spotri``), then the weights: 5.8 s on 10k items here,
+    against 8.2 s for a float32 LU inverse and 10.6 s for the float64 one used before. On the
+    ``large`` shape, float32 and float64 weights rank 99.994% of top-100 slots the same (the
+    rest are near-ties swapped).
+
+    Raises:
+        ValueError: ``gram`` is not positive definite.
+    """
+    # The transpose of a C-order symmetric matrix is itself in Fortran order: LAPACK works on
+    # it in place, no copy. Its lower triangle (Fortran) is the upper one of ``upper`` below.
+    factor, info = lapack.spotrf(gram.T, lower=True, overwrite_a=True, clean=False)
+    if info == 0:
+        factor, info = lapack.spotri(factor, lower=True, overwrite_c=True)
+    if info != 0:
+        raise ValueError(f"EASE: the regularised Gram matrix is not positive definite ({info})")
+    upper = factor.T
+    weights = np.empty(upper.shape, np.float32)
+    _weights_from_upper(upper, weights)
+    return weights
+
+
+@njit(cache=True, nogil=True)
+def _weights_from_upper(upper: np.ndarray, out: np.ndarray) -> None:
+    """``out[i, j] = -P[i, j] / P[j, j]`` off the diagonal, 0 on it, reading the symmetric
+    ``P`` from its upper triangle only; in 64 x 64 tiles (one side is read across rows)."""
+    n = upper.shape[0]
+    diagonal = np.empty(n, np.float32)
+    for j in range(n):
+        diagonal[j] = upper[j, j]
+    for bi in range(0, n, 64):
+        for bj in range(0, n, 64):
+            for i in range(bi, min(bi + 64, n)):
+                for j in range(bj, min(bj + 64, n)):
+                    v = upper[i, j] if i <= j else upper[j, i]
+                    out[i, j] = 0.0 if i == j else -v / diagonal[j]
+
+
+def cooccurrence(history: sp.csr_matrix, num_threads: int = 1) -> np.ndarray:
+    """``history.T @ history`` as a dense float32 items x items matrix, for a binary history:
+    each user's item pairs counted once (exact: counts are integers below 2^24). SciPy's sparse
+    product built a sparse result of up to items^2 entries first (5 s on the ``large`` shape).
+    The rows are cut in bands, one thread writing each."""
+    n = history.shape[1]
+    out = np.zeros((n, n), np.float32)
+    indptr = np.asarray(history.indptr, np.int64)
+    indices = np.asarray(history.indices, np.int32)
+    bands = np.linspace(0, n, 4 * max(num_threads, 1) + 1).astype(np.int64)
+
+    def band(b: int) -> None:
+        _count_pairs(indptr, indices, int(bands[b]), int(bands[b + 1]), out)
+
+    with ThreadPoolExecutor(max(num_threads, 1)) as pool:
+        list(pool.map(band, range(bands.size - 1)))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _count_pairs(
+    indptr: np.ndarray, indices: np.ndarray, lo: int, hi: int, out: np.ndarray
+) -> None:
+    """Adds 1 to ``out[i, j]`` for every row's pair of columns (i, j) with ``lo <= i < hi``."""
+    for r in range(indptr.shape[0] - 1):
+        for p in range(indptr[r], indptr[r + 1]):
+            i = indices[p]
+            if i < lo or i >= hi:
+                continue
+            row = out[i]
+            for q in range(indptr[r], indptr[r + 1]):
+                row[indices[q]] += 1.0

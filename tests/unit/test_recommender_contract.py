@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from features.contracts import RECOMMENDATION_SOURCES
 from features.matrices import training_matrices
 from models.base import Recommender, TrainingData
 from models.baselines import PopularityRecommender
-from models.ease import EASEParams, EASERecommender
+from models.ease import EASEParams, EASERecommender, closed_form
 from models.evaluate import ranking_metrics
 from models.lightfm_model import LightFMRecommender, train_lightfm
 from models.params import LightFMParams
@@ -157,6 +158,25 @@ def test_ease_recommends_the_users_taste_group() -> None:
     )
     assert group.select((pl.col("low") == pl.col("even")).mean()).item() == 1.0
     assert model.describes(_users("u0", "new_us")).tolist() == [True, False]
+
+
+def test_ease_weights_are_the_closed_form_and_load_in_c_order(tmp_path: Path) -> None:
+    inter, users, items = _data()
+    model = EASERecommender.fit(TrainingData(inter, users, items), EASEParams(l2=10.0))
+    x = np.zeros((model.user_ids.len(), model.item_ids.len()))
+    u = {v: n for n, v in enumerate(model.user_ids)}
+    i = {v: n for n, v in enumerate(model.item_ids)}
+    for user, item in inter.select("user_id", "item_id").iter_rows():
+        x[u[user], i[item]] = 1.0
+    p = np.linalg.inv(x.T @ x + 10.0 * np.eye(x.shape[1]))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    np.testing.assert_allclose(model.weights, b, atol=1e-5)
+    loaded = EASERecommender.load(model.save(tmp_path / "ease"))
+    assert loaded.weights.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(loaded.weights, model.weights)
+    with pytest.raises(ValueError, match="not positive definite"):
+        closed_form(np.array([[1.0, 2.0], [2.0, 1.0]], np.float32))
 
 
 def test_popularity_ranks_by_distinct_users_ties_by_item_id() -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.scoring import KernelRules, select_top_k, top_k
+from models.scoring import KernelRules, select_top_k, top_k, top_k_sparse
 
 
 def _brute(
@@ -149,3 +149,45 @@ def test_nothing_available_leaves_every_slot_empty() -> None:
     idx, scores = top_k(np.ones((2, 2)), np.ones((5, 2)), 3, allowed=np.zeros(5, bool))
     assert idx.tolist() == [[-1, -1, -1], [-1, -1, -1]]
     assert np.isneginf(scores).all()
+
+
+@pytest.mark.parametrize("rules", RULES, ids=["none", "category-cap", "boost"])
+@pytest.mark.parametrize(("block", "threads"), [(5, 1), (1000, 1), (7, 2)])
+def test_sparse_history_times_weights_matches_full_sort(
+    rules: KernelRules, block: int, threads: int
+) -> None:
+    # EASE's path: a sparse history times items x items weights, against the dense product
+    # fully sorted; integer weights (exact sums in any order) make ties, broken by position;
+    # users with no history score all zero.
+    rng = np.random.default_rng(13)
+    n_users, n_items = 40, 3000
+    positives = rng.random((n_users, n_items)) < 0.004
+    positives[[0, 5]] = False  # two users with no history
+    history = sp.csr_matrix(positives.astype(np.float32))
+    weights = np.round(rng.normal(size=(n_items, n_items)) * 3).astype(np.float32)
+    exclude = (history.toarray() > 0) | (rng.random((n_users, n_items)) < 0.01)
+    allowed = rng.random(n_items) < 0.97
+    if rules.max_per_category:
+        rules = KernelRules(
+            category=rng.integers(-1, 6, n_items).astype(np.int32), max_per_category=2
+        )
+    idx, scores = top_k_sparse(
+        history, weights, 12, exclude=sp.csr_matrix(exclude), allowed=allowed, rules=rules,
+        block=block, num_threads=threads,
+    )  # fmt: skip
+    dense = history.toarray().astype(np.float32) @ weights
+    np.testing.assert_array_equal(idx, _brute_with_rules(dense, 12, exclude, allowed, rules))
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_sparse_with_too_few_available_items_pads_with_minus_one() -> None:
+    history = sp.csr_matrix(np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32))
+    weights = np.array([[0, 3, 2], [1, 0, 1], [1, 1, 0]], np.float32)
+    idx, scores = top_k_sparse(
+        history, weights, 3, exclude=sp.csr_matrix(history), allowed=np.array([True, True, False])
+    )
+    # User 0: item 0 seen, item 2 unavailable; user 1 has no history: zeros, by position.
+    assert idx.tolist() == [[1, -1, -1], [0, 1, -1]]
+    assert scores[0, 0] == 3.0
+    with pytest.raises(ValueError, match="weights"):
+        top_k_sparse(history, weights[:2], 3)
