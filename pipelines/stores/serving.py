@@ -153,8 +153,14 @@ SQLITE_TS = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def create_table_sql(store: ServingStore, table: str, kind: str) -> str:
     """``create table`` for a serving table of ``kind`` (recommendations, popular_items,
-    similar_items) named ``table``, without its key (built after the load)."""
-    return f"create table {table} ({store.ddl(_DDL[kind])})"
+    similar_items) named ``table``. PostgreSQL: without its key (built after the load,
+    :func:`_add_key`). SQLite: a ``without rowid`` table clustered on its key, so a lookup is
+    one B-tree descent and there is no separate index to build; the lists arrive in key order
+    (user, rank), so each row is appended to the last leaf."""
+    columns = store.ddl(_DDL[kind])
+    if store.dialect == "sqlite":
+        return f"create table {table} ({columns}, primary key ({_KEYS[kind]})) without rowid"
+    return f"create table {table} ({columns})"
 
 
 def stored_rows(recommendations: pa.Table) -> pa.Table:
@@ -334,10 +340,9 @@ def _live(store: ServingStore, conn: Any) -> Publication | None:
 
 
 def _add_key(store: ServingStore, cur: Any, table: str, columns: str) -> None:
-    """The table's key, built after the bulk load (an index filled row by row costs more)."""
-    if store.dialect == "sqlite":
-        cur.execute(f"create unique index {table}_pkey on {table} ({columns})")
-    else:
+    """PostgreSQL: the table's key, built after the bulk load (an index filled row by row costs
+    more). SQLite tables are created clustered on their key (:func:`create_table_sql`)."""
+    if store.dialect == "postgresql":
         cur.execute(f"alter table {table} add constraint {table}_pkey primary key ({columns})")
 
 
