@@ -4,7 +4,9 @@ publish to both stores, and readers' latency during publishes. All measured in o
 The world is built directly at the shape of the ``large`` preset (53,424 users x 10,000 items,
 about 60 interactions per user, 64-dimensional LightFM embeddings registered as ``@champion`` in
 a scratch MLflow store), so the score stage reads real warehouse tables and a real registered
-model without the hour a full large nightly takes. Each case runs in its own child process, so
+model without the hour a full large nightly takes. The stage runs twice: with the model serving
+every user, and with EASE serving warm users (refitted on the warehouse tables inside the
+stage, as a nightly does when EASE wins the warm users' window; it does on ``large``). Each case runs in its own child process, so
 its peak RSS (VmHWM, imports and inputs included) is its own; ``inputs`` is what the
 process held before the timed calls. Each case runs twice and the faster run is reported (the
 first also pays page faults of fresh buffers and cold caches). Readers during publishes: two
