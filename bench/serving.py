@@ -6,12 +6,13 @@ about 60 interactions per user, 64-dimensional LightFM embeddings registered as 
 a scratch MLflow store), so the score stage reads real warehouse tables and a real registered
 model without the hour a full large nightly takes. The stage runs twice: with the model serving
 every user, and with EASE serving warm users (refitted on the warehouse tables inside the
-stage, as a nightly does when EASE wins the warm users' window; it does on ``large``). Each case runs in its own child process, so
-its peak RSS (VmHWM, imports and inputs included) is its own; ``inputs`` is what the
-process held before the timed calls. Each case runs twice and the faster run is reported (the
-first also pays page faults of fresh buffers and cold caches). Readers during publishes: two
-processes keep a connection, two connect per read, all four reading as fast as they can on
-the same two cores as the publishes. Nothing here asserts on time.
+stage, as a nightly does when EASE wins the warm users' window; it does on ``large``). Each
+case runs in its own child process, so its peak RSS (VmHWM, imports and inputs included) is
+its own; ``inputs`` is what the process held before the timed calls. Each case runs twice and
+the faster run is reported (the first also pays page faults of fresh buffers and cold
+caches). Readers during publishes: two processes keep a connection, two connect per read, all
+four reading as fast as they can on the same two cores as the publishes. Nothing here asserts
+on time.
 
     python -m bench.serving [--users 53424] [--items 10000] [--k 100] [--postgres URL]
 """
