@@ -197,6 +197,7 @@ class EarlyStopped:
     model: LightFMRecommender
     epochs: int
     curve: list[float]
+    at_epoch: LightFMRecommender | None = None  # the model after ``also_epoch`` epochs
 
 
 def train_with_early_stopping(
@@ -205,6 +206,7 @@ def train_with_early_stopping(
     validate: Callable[[LightFMRecommender], float],
     on_epoch: Callable[[int, float, float | None], None] | None = None,
     fit_metric: Callable[[LightFMRecommender], float] | None = None,
+    also_epoch: int | None = None,
 ) -> EarlyStopped:
     """Train epoch by epoch (``fit_partial``), scoring each epoch with ``validate`` (higher is
     better); stop after ``params.patience`` epochs without a better score or at
@@ -212,10 +214,17 @@ def train_with_early_stopping(
     :func:`train_lightfm` run for the returned number of epochs. ``on_epoch(epoch, value,
     fit)`` is told each epoch's score as it comes (a curve in MLflow, a line in the logs), with
     ``fit_metric`` of the same snapshot (how well it fits its own training data: the loss
-    proxy; LightFM reports no loss) when given."""
+    proxy; LightFM reports no loss) when given.
+
+    ``also_epoch``: the model after that many epochs is returned too (``at_epoch``), trained on
+    past the stop when it comes later: the same configuration with another epoch count (the
+    champion's, say) costs its extra epochs only, not a second fit from scratch (with one
+    thread it equals :func:`train_lightfm` for that many epochs)."""
     model = _new(params)
     best: tuple[float, int, LightFMRecommender] | None = None
+    at_epoch: LightFMRecommender | None = None
     curve: list[float] = []
+    epoch = 0
     # A progress bar in a terminal (none when stderr is not one: Prefect logs, CI).
     bar = tqdm(total=params.epochs, desc="LightFM epochs", unit="epoch", disable=None, leave=False)
     for epoch in range(1, params.epochs + 1):
@@ -227,13 +236,18 @@ def train_with_early_stopping(
             on_epoch(epoch, value, None if fit_metric is None else fit_metric(snapshot))
         bar.update()
         bar.set_postfix(validation=f"{value:.4f}", best=f"{max(curve):.4f}")
+        if epoch == also_epoch:
+            at_epoch = snapshot
         if best is None or value > best[0]:
             best = (value, epoch, snapshot)
         elif params.patience is not None and epoch - best[1] >= params.patience:
             break
     bar.close()
     assert best is not None
-    return EarlyStopped(best[2], best[1], curve)
+    if also_epoch is not None and also_epoch > epoch:
+        _fit_epochs(model, matrices, params, epochs=also_epoch - epoch)
+        at_epoch = _snapshot(model, matrices, params.model_copy(update={"epochs": also_epoch}))
+    return EarlyStopped(best[2], best[1], curve, at_epoch)
 
 
 def train_lightfm(matrices: TrainingMatrices, params: LightFMParams) -> LightFMRecommender:

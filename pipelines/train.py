@@ -143,8 +143,9 @@ def _scored(name: str, recs: pl.DataFrame, window: _Window, k: int) -> pl.DataFr
     ).with_columns(candidate=pl.lit(name))
 
 
-def _same_config(a: LightFMParams, b: LightFMParams) -> bool:
-    ignore = {"num_threads", "patience"}
+def _same_config(a: LightFMParams, b: LightFMParams, epochs: bool = False) -> bool:
+    """The same fit, threads and early stopping aside; ``epochs``: the epoch count too."""
+    ignore = {"num_threads", "patience"} | (set() if epochs else {"epochs"})
     return a.model_dump(exclude=ignore) == b.model_dump(exclude=ignore)
 
 
@@ -253,6 +254,17 @@ def _evaluate_decide_refit(
     fit_curve: list[float] = []
     threads = params.num_threads
     matrices = training_matrices(window.data.interactions, window.data.users, window.data.items)
+    champion = load_champion(tracking)
+    champion_params = getattr(champion.recommender, "params", None) if champion else None
+    # The champion's configuration differs from the challenger's in its epoch count only, as
+    # a rule (early stopping chose it another night): then it is the challenger's training
+    # at that epoch, not a second fit from scratch (130 s of a ``large`` training).
+    champion_epoch = (
+        champion_params.epochs
+        if isinstance(champion_params, LightFMParams) and _same_config(champion_params, params)
+        else None
+    )
+    stopped = None
     if window.users.height:
         sample = _sample(window, MAX_STOPPING_USERS)
         stopped = train_with_early_stopping(
@@ -263,6 +275,7 @@ def _evaluate_decide_refit(
             )[f"precision_at_{k}"],
             on_epoch=lambda epoch, value, fit: fit_curve.append(epoch_done(epoch, value, fit, k)),
             fit_metric=fit_metric(window.data, k, threads),
+            also_epoch=champion_epoch,
         )
         challenger, epochs, curve = stopped.model, stopped.epochs, stopped.curve
     else:
@@ -301,12 +314,12 @@ def _evaluate_decide_refit(
         item_model = EASERecommender.fit(window.data, ease)
         frames.append(_scored(EASE, _as_served(item_model, window, k, threads), window, k))
         others.append(EASE)
-    champion = load_champion(tracking)
-    champion_params = getattr(champion.recommender, "params", None) if champion else None
     champion_model: LightFMRecommender | None = None
     if isinstance(champion_params, LightFMParams):
-        if _same_config(champion_params, chosen):
+        if _same_config(champion_params, chosen, epochs=True):
             champion_model = challenger
+        elif stopped is not None and stopped.at_epoch is not None:
+            champion_model = stopped.at_epoch
         else:
             champion_model = LightFMRecommender.from_matrices(
                 matrices, champion_params.model_copy(update={"num_threads": threads})

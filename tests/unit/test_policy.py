@@ -40,6 +40,16 @@ def test_a_clear_win_on_every_user_is_promoted() -> None:
     assert decision.promote, decision.reasons
 
 
+def test_bootstrap_resamples_users_with_the_seeded_draws() -> None:
+    # The interval is the percentiles of means over users drawn with replacement by the seeded
+    # generator (int64 draws of the same generator: the same users).
+    diffs = np.random.default_rng(5).integers(-3, 4, 200) / 10
+    picks = np.random.default_rng(7).integers(0, 200, size=(300, 200))
+    low, high = np.percentile(diffs[picks].mean(axis=1), [2.5, 97.5])
+    ci = paired_bootstrap(diffs, 300, seed=7)
+    assert (ci.mean, ci.low, ci.high) == (diffs.mean(), low, high)
+
+
 def test_a_win_inside_the_bootstrap_interval_is_refused() -> None:
     # Mean gain +0.0333 but driven by one user: the interval reaches zero.
     table = _table(

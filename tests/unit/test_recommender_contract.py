@@ -16,7 +16,7 @@ from models.base import Recommender, TrainingData
 from models.baselines import PopularityRecommender
 from models.ease import EASEParams, EASERecommender, closed_form
 from models.evaluate import ranking_metrics
-from models.lightfm_model import LightFMRecommender, train_lightfm
+from models.lightfm_model import LightFMRecommender, train_lightfm, train_with_early_stopping
 from models.params import LightFMParams
 from models.pyfunc import load_recommender
 
@@ -177,6 +177,30 @@ def test_ease_weights_are_the_closed_form_and_load_in_c_order(tmp_path: Path) ->
     np.testing.assert_array_equal(loaded.weights, model.weights)
     with pytest.raises(ValueError, match="not positive definite"):
         closed_form(np.array([[1.0, 2.0], [2.0, 1.0]], np.float32))
+
+
+@pytest.mark.parametrize("also_epoch", [3, 6])
+def test_early_stopping_returns_the_fits_of_its_best_and_of_another_epoch(also_epoch: int) -> None:
+    # Scripted validation: best at epoch 2, no better for patience 2, so it stops after 4.
+    # With one thread, the best model and the model at ``also_epoch`` (inside the loop, or
+    # trained on past the stop) equal fits from scratch of that many epochs.
+    inter, users, items = _data()
+    matrices = training_matrices(inter, users, items)
+    params = PARAMS.model_copy(update={"epochs": 10, "patience": 2, "num_threads": 1})
+    scripted = iter([0.1, 0.3, 0.2, 0.2, 0.9, 0.9])
+    stopped = train_with_early_stopping(
+        matrices, params, lambda _: next(scripted), also_epoch=also_epoch
+    )
+    assert (stopped.epochs, stopped.curve) == (2, [0.1, 0.3, 0.2, 0.2])
+    for model, epochs in ((stopped.model, 2), (stopped.at_epoch, also_epoch)):
+        assert model is not None
+        scratch = train_lightfm(matrices, params.model_copy(update={"epochs": epochs}))
+        assert model.params.epochs == epochs
+        np.testing.assert_array_equal(model.item_embeddings, scratch.item_embeddings)
+        np.testing.assert_array_equal(
+            model.user_feature_embeddings, scratch.user_feature_embeddings
+        )
+    assert train_with_early_stopping(matrices, params, lambda _: 0.5).at_epoch is None
 
 
 def test_popularity_ranks_by_distinct_users_ties_by_item_id() -> None:

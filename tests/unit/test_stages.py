@@ -509,3 +509,37 @@ def test_a_password_in_the_serving_url_is_never_stored_or_shown(
         for table in tables:
             dump = con.sql(f'select * from "{table}"').fetchall()
             assert secret not in repr(dump), table
+
+
+def test_a_champion_differing_in_epochs_only_is_the_challengers_training_at_its_epoch(
+    tmp_path: Path, tiny_landing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The champion's configuration is scored on the window; when it is the challenger's but
+    for the epoch count (early stopping chose another one another night), it comes from the
+    challenger's epoch-by-epoch training (equal to a fit from scratch with one thread, see
+    ``test_early_stopping_returns_the_fits_of_its_best_and_of_another_epoch``): the only fit
+    from scratch left is the refit on every event before ``as_of``."""
+    world = _world(tmp_path, tiny_landing)
+    report = _prepare(world)
+    interactions, users, items = warehouse.read_tables(
+        world.stores.warehouse, "interactions", "user_features", "item_features"
+    )
+    data = TrainingData(interactions.filter(pl.col("positive")), users, items, report.as_of)
+    champion_params = PARAMS.model_copy(update={"epochs": PARAMS.epochs + 3, "patience": None})
+    logged = log_training_run(
+        world.tracking, LightFMRecommender.fit(data, champion_params), run_name="champion",
+        params={}, metrics={}, tags={}, promote=True,
+    )  # fmt: skip
+    set_aliases(world.tracking, logged.version, propose=True, promote=True)
+    fits: list[int] = []
+    real = LightFMRecommender.from_matrices.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[LightFMRecommender], *args: object) -> LightFMRecommender:
+        fits.append(1)
+        return real(cls, *args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(LightFMRecommender, "from_matrices", classmethod(counted))
+    trained = _train(world, report.as_of)
+    assert "champion_precision_at_5" in trained.metrics  # it was scored on the window
+    assert trained.epochs != champion_params.epochs
+    assert len(fits) == 1  # the refit only (the champion's configuration was a second one)
