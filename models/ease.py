@@ -178,7 +178,8 @@ class EASERecommender:
 
 def closed_form(gram: np.ndarray) -> np.ndarray:
     """EASE's weights ``B = -P / diag(P)`` (zero diagonal) for ``P = gram^-1``, ``gram`` a
-    symmetric positive definite float32 matrix (overwritten). C order: scoring adds up rows.
+    symmetric positive definite float32 C-order matrix, overwritten: the weights are returned
+    in its memory (C order: scoring adds up rows).
 
     float32 Cholesky (``spotrf`` + ``spotri``), then the weights: 5.8 s on 10k items here,
     against 8.2 s for a float32 LU inverse and 10.6 s for the float64 one used before. On the
@@ -189,32 +190,35 @@ def closed_form(gram: np.ndarray) -> np.ndarray:
         ValueError: ``gram`` is not positive definite.
     """
     # The transpose of a C-order symmetric matrix is itself in Fortran order: LAPACK works on
-    # it in place, no copy. Its lower triangle (Fortran) is the upper one of ``upper`` below.
+    # it in place, no copy. Its lower triangle (Fortran) is the upper one of ``factor.T``.
     factor, info = lapack.spotrf(gram.T, lower=True, overwrite_a=True, clean=False)
     if info == 0:
         factor, info = lapack.spotri(factor, lower=True, overwrite_c=True)
     if info != 0:
         raise ValueError(f"EASE: the regularised Gram matrix is not positive definite ({info})")
-    upper = factor.T
-    weights = np.empty(upper.shape, np.float32)
-    _weights_from_upper(upper, weights)
+    weights: np.ndarray = factor.T  # C order, in the Gram matrix's memory: no second items^2
+    _weights_in_place(weights)
     return weights
 
 
 @njit(cache=True, nogil=True)
-def _weights_from_upper(upper: np.ndarray, out: np.ndarray) -> None:
-    """``out[i, j] = -P[i, j] / P[j, j]`` off the diagonal, 0 on it, reading the symmetric
-    ``P`` from its upper triangle only; in 64 x 64 tiles (one side is read across rows)."""
-    n = upper.shape[0]
+def _weights_in_place(p: np.ndarray) -> None:
+    """The symmetric ``P`` held in ``p``'s upper triangle (the lower one is scratch) becomes
+    ``-P[i, j] / P[j, j]`` everywhere off the diagonal, 0 on it; in 64 x 64 tiles of the upper
+    triangle, each also writing its mirror tile."""
+    n = p.shape[0]
     diagonal = np.empty(n, np.float32)
     for j in range(n):
-        diagonal[j] = upper[j, j]
+        diagonal[j] = p[j, j]
     for bi in range(0, n, 64):
-        for bj in range(0, n, 64):
+        for bj in range(bi, n, 64):
             for i in range(bi, min(bi + 64, n)):
-                for j in range(bj, min(bj + 64, n)):
-                    v = upper[i, j] if i <= j else upper[j, i]
-                    out[i, j] = 0.0 if i == j else -v / diagonal[j]
+                for j in range(max(bj, i + 1), min(bj + 64, n)):
+                    v = p[i, j]
+                    p[i, j] = -v / diagonal[j]
+                    p[j, i] = -v / diagonal[i]
+    for j in range(n):
+        p[j, j] = 0.0
 
 
 def cooccurrence(history: sp.csr_matrix, num_threads: int = 1) -> np.ndarray:
