@@ -258,7 +258,7 @@ def _evaluate_decide_refit(
     champion_params = getattr(champion.recommender, "params", None) if champion else None
     # The champion's configuration differs from the challenger's in its epoch count only, as
     # a rule (early stopping chose it another night): then it is the challenger's training
-    # at that epoch, not a second fit from scratch (130 s of a ``large`` training).
+    # at that epoch, not a second fit from scratch (~140 s of a ``large`` training).
     champion_epoch = (
         champion_params.epochs
         if isinstance(champion_params, LightFMParams) and _same_config(champion_params, params)
