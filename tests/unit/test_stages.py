@@ -543,3 +543,19 @@ def test_a_champion_differing_in_epochs_only_is_the_challengers_training_at_its_
     assert "champion_precision_at_5" in trained.metrics  # it was scored on the window
     assert trained.epochs != champion_params.epochs
     assert len(fits) == 1  # the refit only (the champion's configuration was a second one)
+
+
+def test_excluded_pairs_are_the_interactions_then_the_new_blocked_pairs_each_once() -> None:
+    """Interactions first (one row per pair); a blocked pair already interacted with, or
+    blocked twice, appears once; an empty blocklist adds nothing."""
+    from pipelines.score import _excluded_pairs
+
+    interactions = pl.DataFrame(
+        {"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"], "weight": [1.0, 2.0, 1.0]}
+    )
+    blocklist = pl.DataFrame({"user_id": ["u1", "u2", "u2", "u3"], "item_id": ["a", "c", "c", "a"]})
+    got = _excluded_pairs(interactions, blocklist)
+    assert got.rows()[:3] == [("u1", "a"), ("u1", "b"), ("u2", "a")]
+    assert sorted(got.rows()[3:]) == [("u2", "c"), ("u3", "a")]
+    empty = blocklist.clear()
+    assert _excluded_pairs(interactions, empty).rows() == [("u1", "a"), ("u1", "b"), ("u2", "a")]
