@@ -38,8 +38,8 @@ from pipelines.suites.runner import ValidationError
 
 CHUNK_USERS = 8_192
 """Users scored, checked and written at a time (memory: chunk x K rows, chunk x items floats).
-On the ``large`` shape with EASE serving warm users, 8,192 users peak ~200 MB below 16,384 at
-the same speed (bench.serving)."""
+On the ``large`` shape (the ``bench.serving`` world) with EASE serving warm users, 8,192
+users peaked ~200 MB below 16,384, in the same time."""
 
 
 @dataclass(frozen=True)
