@@ -157,9 +157,8 @@ def _in_blocks(
     of that block. ``width``: slots that can be filled (default: ``min(k, kept.size)``).
 
     Each thread scores into one buffer of its own, reused block after block, instead of a
-    fresh ``block x items`` array per block (20 MB on the ``large`` shape) that glibc kept in
-    its arenas once freed. The same speed; ~50 MB off the score stage's peak on its own (the
-    stage's larger cut came from trimming the heap after each chunk)."""
+    fresh ``block x items`` array per block (20 MB on the ``large`` shape) for glibc to keep in
+    its arenas once freed; the same speed."""
     k = min(k, n_items)
     out_idx = np.full((n_users, k), -1, dtype=np.int64)
     out_score = np.full((n_users, k), -np.inf, dtype=np.float32)

@@ -277,7 +277,8 @@ def _excluded_pairs(interactions: pl.DataFrame, blocklist: pl.DataFrame) -> pl.D
     """Every (user_id, item_id) pair never to recommend, each once (the suite's counts join on
     them): the interactions' pairs (one row per pair), then the blocked pairs not among them.
     Only the blocked users' interactions are joined: an anti-join against all of them hashed
-    every pair, +400 MB of peak on the ``large`` shape even with an empty blocklist."""
+    every pair (RSS +400 MB at that step on the ``large`` shape, even with an empty
+    blocklist)."""
     pairs = interactions.select(C.user_id, C.item_id)
     blocked = blocklist.select(C.user_id, C.item_id).unique()
     if blocked.height == 0:
