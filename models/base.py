@@ -86,6 +86,22 @@ class Recommender(Protocol):
         """Read a model written by :meth:`save`."""
         ...
 
+    def rank(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
+        rules: KernelRules | None = None,
+        num_threads: int = 1,
+    ) -> Ranked:
+        """:meth:`recommend` as positions in :attr:`item_ids`, with everything already aligned to
+        them: ``exclude`` users x items (non-zero: never recommended), ``allowed`` a mask over
+        the items, ``rules`` in their order. The score stage calls it on integer codes, so no
+        id is joined or gathered per chunk."""
+        ...
+
     def recommend(
         self,
         users: pl.DataFrame,
@@ -96,7 +112,8 @@ class Recommender(Protocol):
         rules: ItemRules | None = None,
         num_threads: int = 1,
     ) -> pl.DataFrame:
-        """One row per user_id x rank (1..k): ``user_id, rank, item_id, score, source``.
+        """One row per user_id x rank (1..k): ``user_id, rank, item_id, score, source``
+        (:meth:`rank` on the pairs, items and rules aligned by :func:`ranked_frame`).
 
         Args:
             users: one row per user to score, ``user_id`` plus attribute columns.
@@ -107,6 +124,99 @@ class Recommender(Protocol):
             num_threads: scoring threads.
         """
         ...
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A recommender's lists as positions (what :meth:`Recommender.rank` returns).
+
+    Attributes:
+        items: users x k positions in the recommender's ``item_ids``, best first (-1: an empty
+            slot, only at the end of a list).
+        scores: users x k float64 (-inf in empty slots).
+        source: per user, a code into ``sources`` (the rows' ``source``).
+        sources: the source names.
+        described: per user, whether the recommender knows anything about them (None: all).
+    """
+
+    items: np.ndarray
+    scores: np.ndarray
+    source: np.ndarray
+    sources: tuple[str, ...]
+    described: np.ndarray | None = None
+
+    @classmethod
+    def of(
+        cls, items: np.ndarray, scores: np.ndarray, source: str, described: np.ndarray | None = None
+    ) -> Ranked:
+        """Lists whose users all share one source."""
+        return cls(items, scores, np.zeros(items.shape[0], np.int8), (source,), described)
+
+    def frame(self, user_ids: pl.Series, item_ids: pl.Series) -> pl.DataFrame:
+        """The long table (:func:`recommendation_frame`)."""
+        names = pl.Series(self.sources, dtype=pl.String)
+        return recommendation_frame(
+            user_ids, item_ids, self.items, self.scores, names.gather(self.source)
+        )
+
+
+class Ranks(Protocol):
+    """What :func:`ranked_frame` and the score stage need: :meth:`Recommender.rank`."""
+
+    @property
+    def item_ids(self) -> pl.Series: ...
+
+    def rank(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
+        rules: KernelRules | None = None,
+        num_threads: int = 1,
+    ) -> Ranked: ...
+
+
+def ranked_frame(
+    recommender: Ranks,
+    users: pl.DataFrame,
+    k: int,
+    exclude: pl.DataFrame | None,
+    allowed_items: pl.Series | None,
+    rules: ItemRules | None,
+    num_threads: int,
+) -> pl.DataFrame:
+    """:meth:`Recommender.recommend` from its :meth:`Recommender.rank`: the pairs, the allowed
+    items and the rules aligned to its items, the positions turned back into ids."""
+    item_ids = recommender.item_ids
+    ranked = recommender.rank(
+        users, k, exclude=exclusion_matrix(exclude, users[C.user_id], item_ids),
+        allowed=allowed_mask(allowed_items, item_ids), rules=kernel_rules(rules, item_ids),
+        num_threads=num_threads,
+    )  # fmt: skip
+    return ranked.frame(users[C.user_id], item_ids)
+
+
+def positions(ids: pl.Series, among: pl.Series) -> np.ndarray:
+    """Each of ``ids``' position in ``among`` (int64; -1: not there)."""
+    index = pl.DataFrame({"_id": among}).with_row_index("_p")
+    found = pl.DataFrame({"_id": ids}).join(index, on="_id", how="left", maintain_order="left")
+    return found["_p"].cast(pl.Int64).fill_null(-1).to_numpy()
+
+
+def remap_columns(matrix: sp.csr_matrix, column: np.ndarray, n_cols: int) -> sp.csr_matrix:
+    """``matrix`` (CSR) with its column j moved to ``column[j]`` (-1: dropped), ``n_cols``
+    wide; rows stay as they are."""
+    moved = column[matrix.indices]
+    keep = moved >= 0
+    if keep.all():
+        return sp.csr_matrix((matrix.data, moved, matrix.indptr), shape=(matrix.shape[0], n_cols))
+    kept_before = np.concatenate([[0], np.cumsum(keep)])
+    return sp.csr_matrix(
+        (matrix.data[keep], moved[keep], kept_before[matrix.indptr]),
+        shape=(matrix.shape[0], n_cols),
+    )
 
 
 def exclusion_matrix(

@@ -13,20 +13,21 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.contracts import C
 from features.matrices import attribute_columns
 from models.base import (
+    Ranked,
     TrainingData,
-    allowed_mask,
     as_similar_items,
-    exclusion_matrix,
-    kernel_rules,
-    recommendation_frame,
+    positions,
+    ranked_frame,
+    remap_columns,
 )
 from models.rules import ItemRules
-from models.scoring import top_k
+from models.scoring import KernelRules, top_k
 
 _FILE = "popularity.parquet"
 _META = "meta.json"
@@ -97,6 +98,31 @@ class PopularityRecommender:
     def user_attributes(self) -> list[str]:
         return []
 
+    def rank(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
+        rules: KernelRules | None = None,
+        num_threads: int = 1,
+    ) -> Ranked:
+        """See :class:`models.base.Recommender`; ``source`` is ``popular``."""
+        ones = np.ones((users.height, 1), np.float32)
+        # The items are stored best first, so the kernel's tie-break (lower position first)
+        # keeps popularity's tie order (item id) among equal shares.
+        idx, _ = top_k(
+            ones, self.item_scores.astype(np.float32)[:, None], k,
+            exclude=exclude, allowed=allowed, rules=rules, num_threads=num_threads,
+        )  # fmt: skip
+        # The exact shares (the kernel ranks in float32), plus the boost it ranked with.
+        exact = self.item_scores
+        if rules is not None and rules.boost is not None:
+            exact = exact + rules.boost
+        scores = np.where(idx >= 0, exact[np.maximum(idx, 0)], -np.inf)
+        return Ranked.of(idx, scores, "popular")
+
     def recommend(
         self,
         users: pl.DataFrame,
@@ -107,27 +133,8 @@ class PopularityRecommender:
         rules: ItemRules | None = None,
         num_threads: int = 1,
     ) -> pl.DataFrame:
-        """See :class:`models.base.Recommender`; ``source`` is ``popular``."""
-        ones = np.ones((users.height, 1), np.float32)
-        # The items are stored best first, so the kernel's tie-break (lower position first)
-        # keeps popularity's tie order (item id) among equal shares.
-        aligned = kernel_rules(rules, self.item_ids)
-        idx, _ = top_k(
-            ones,
-            self.item_scores.astype(np.float32)[:, None],
-            k,
-            exclude=exclusion_matrix(exclude, users[C.user_id], self.item_ids),
-            allowed=allowed_mask(allowed_items, self.item_ids),
-            rules=aligned,
-            num_threads=num_threads,
-        )
-        # The exact shares (the kernel ranks in float32), plus the boost it ranked with.
-        exact = self.item_scores
-        if aligned is not None and aligned.boost is not None:
-            exact = exact + aligned.boost
-        scores = np.where(idx >= 0, exact[np.maximum(idx, 0)], -np.inf)
-        source = pl.Series(["popular"] * users.height, dtype=pl.String)
-        return recommendation_frame(users[C.user_id], self.item_ids, idx, scores, source)
+        """See :class:`models.base.Recommender` (and :meth:`rank`)."""
+        return ranked_frame(self, users, k, exclude, allowed_items, rules, num_threads)
 
     def similar_items(
         self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1
@@ -261,6 +268,45 @@ class SegmentPopularity:
             by_value[str(value)] = PopularityRecommender.fit(part, params)
         return cls(attribute, by_value, PopularityRecommender.fit(data, params))
 
+    def rank(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
+        rules: KernelRules | None = None,
+        num_threads: int = 1,
+    ) -> Ranked:
+        """See :class:`models.base.Recommender`; ``source`` is ``segment_popular``. Each
+        segment's users are ranked by its popularity, whose items are the same catalog in
+        another order: the pairs, mask and rules are put in that order, the positions back."""
+        values = (
+            users[self.attribute].cast(pl.String)
+            if self.attribute in users.columns
+            else pl.Series([None] * users.height, dtype=pl.String)
+        )
+        n_items = self.item_ids.len()
+        items = np.full((users.height, min(k, n_items)), -1, np.int64)
+        scores = np.full(items.shape, -np.inf)
+        keyed = pl.DataFrame({"_value": values}).with_row_index("_row")
+        for (value,), group in keyed.group_by("_value", maintain_order=True):
+            model = self.overall if value is None else self.by_value.get(str(value), self.overall)
+            rows = group["_row"].to_numpy()
+            theirs = positions(self.item_ids, model.item_ids)  # my position -> theirs
+            mine = positions(model.item_ids, self.item_ids)  # their position -> mine
+            part = model.rank(
+                users[rows], k,
+                exclude=None if exclude is None else remap_columns(exclude[rows], theirs, n_items),
+                allowed=None if allowed is None else allowed[mine],
+                rules=None if rules is None else rules.at(mine),
+                num_threads=num_threads,
+            )  # fmt: skip
+            width = part.items.shape[1]
+            items[rows, :width] = np.where(part.items >= 0, mine[np.maximum(part.items, 0)], -1)
+            scores[rows, :width] = part.scores
+        return Ranked.of(items, scores, "segment_popular")
+
     def recommend(
         self,
         users: pl.DataFrame,
@@ -271,25 +317,5 @@ class SegmentPopularity:
         rules: ItemRules | None = None,
         num_threads: int = 1,
     ) -> pl.DataFrame:
-        """One row per user_id x rank; ``source`` is ``segment_popular``."""
-        values = (
-            users[self.attribute].cast(pl.String)
-            if self.attribute in users.columns
-            else pl.Series([None] * users.height, dtype=pl.String)
-        )
-        keyed = users.select(C.user_id).with_columns(_value=values)
-        parts = []
-        for (value,), group in keyed.group_by("_value", maintain_order=True):
-            model = self.overall if value is None else self.by_value.get(str(value), self.overall)
-            parts.append(
-                model.recommend(
-                    group.select(C.user_id),
-                    k,
-                    exclude=exclude,
-                    allowed_items=allowed_items,
-                    rules=rules,
-                    num_threads=num_threads,
-                )
-            )
-        recs = pl.concat(parts) if parts else self.overall.recommend(users, k)
-        return recs.with_columns(pl.lit("segment_popular").alias(C.source))
+        """One row per user_id x rank; ``source`` is ``segment_popular`` (:meth:`rank`)."""
+        return ranked_frame(self, users, k, exclude, allowed_items, rules, num_threads)

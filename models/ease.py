@@ -25,15 +25,14 @@ from scipy.linalg import lapack
 from features.contracts import C
 from features.matrices import pair_indices
 from models.base import (
+    Ranked,
     TrainingData,
     allowed_mask,
-    exclusion_matrix,
-    kernel_rules,
-    recommendation_frame,
+    ranked_frame,
     similar_items_frame,
 )
 from models.rules import ItemRules
-from models.scoring import select_top_k, top_k_sparse
+from models.scoring import KernelRules, select_top_k, top_k_sparse
 
 _ARRAYS = "ease.npz"
 _META = "meta.json"
@@ -100,12 +99,38 @@ class EASERecommender:
         return np.asarray(self._rows(users) @ self.weights, dtype=np.float32)
 
     def _rows(self, users: pl.DataFrame) -> sp.csr_matrix:
+        return self._rows_known(users)[0]
+
+    def _rows_known(self, users: pl.DataFrame) -> tuple[sp.csr_matrix, np.ndarray]:
+        """The users' history rows (unknown users: an empty row), and which users are known
+        (:meth:`describes`)."""
         index = pl.DataFrame({C.user_id: self.user_ids}).with_row_index("r")
         rows = users.select(C.user_id).join(index, on=C.user_id, how="left", maintain_order="left")
         picks = rows["r"].fill_null(0).to_numpy()
         known = rows["r"].is_not_null().to_numpy()
         out: sp.csr_matrix = sp.csr_matrix(sp.diags(known.astype(np.float32)) @ self.history[picks])
-        return out  # unknown users: an empty row
+        return out, known
+
+    def rank(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
+        rules: KernelRules | None = None,
+        num_threads: int = 1,
+        block: int = 512,
+    ) -> Ranked:
+        """See :class:`models.base.Recommender`; ``source`` is ``ease``. Scored in user blocks
+        on ``num_threads`` threads (:func:`models.scoring.top_k_sparse`; ``block x items``
+        floats per thread)."""
+        rows, known = self._rows_known(users)
+        idx, scores = top_k_sparse(
+            rows, self.weights, k, exclude=exclude, allowed=allowed, rules=rules, block=block,
+            num_threads=num_threads,
+        )  # fmt: skip
+        return Ranked.of(idx, scores, "ease", known)
 
     def recommend(
         self,
@@ -116,19 +141,9 @@ class EASERecommender:
         allowed_items: pl.Series | None = None,
         rules: ItemRules | None = None,
         num_threads: int = 1,
-        block: int = 512,
     ) -> pl.DataFrame:
-        """See :class:`models.base.Recommender`; ``source`` is ``ease``. Scored in user blocks
-        on ``num_threads`` threads (:func:`models.scoring.top_k_sparse`; ``block x items``
-        floats per thread)."""
-        idx, scores = top_k_sparse(
-            self._rows(users), self.weights, k,
-            exclude=exclusion_matrix(exclude, users[C.user_id], self.item_ids),
-            allowed=allowed_mask(allowed_items, self.item_ids),
-            rules=kernel_rules(rules, self.item_ids), block=block, num_threads=num_threads,
-        )  # fmt: skip
-        source = pl.Series(["ease"] * users.height, dtype=pl.String)
-        return recommendation_frame(users[C.user_id], self.item_ids, idx, scores, source)
+        """See :class:`models.base.Recommender` (and :meth:`rank`)."""
+        return ranked_frame(self, users, k, exclude, allowed_items, rules, num_threads)
 
     def similar_items(
         self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1

@@ -28,16 +28,15 @@ from features.matrices import (
     training_matrices,
 )
 from models.base import (
+    Ranked,
     TrainingData,
     allowed_mask,
-    exclusion_matrix,
-    kernel_rules,
-    recommendation_frame,
+    ranked_frame,
     similar_items_frame,
 )
 from models.params import LightFMParams
 from models.rules import ItemRules
-from models.scoring import top_k
+from models.scoring import KernelRules, top_k
 
 _ARRAYS = "arrays.npz"
 _META = "meta.json"
@@ -96,10 +95,15 @@ class LightFMRecommender:
         when the model saw them in training (has an identity embedding); other users are
         represented by their attributes alone.
         """
+        vectors, warm, _ = self._vectors(users)
+        return vectors, warm
+
+    def _vectors(self, users: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`user_vectors` and :meth:`describes`, from one build of the feature rows."""
         features, warm_ids = self._user_features(users)
         vectors = np.hstack([features @ self.user_feature_embeddings, np.ones((users.height, 1))])
         warm = users[C.user_id].is_in(warm_ids.implode()).to_numpy()
-        return vectors.astype(np.float32), warm
+        return vectors.astype(np.float32), warm, np.asarray(features.getnnz(axis=1) > 0)
 
     def full_scores(self, users: pl.DataFrame) -> np.ndarray:
         """users x items (in :attr:`item_ids` order): every item's score."""
@@ -116,6 +120,27 @@ class LightFMRecommender:
         """items x d+1: embedding, then the bias multiplied by the user's constant 1."""
         return np.hstack([self.item_embeddings, self.item_biases[:, None]]).astype(np.float32)
 
+    def rank(
+        self,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
+        rules: KernelRules | None = None,
+        num_threads: int = 1,
+    ) -> Ranked:
+        """See :class:`models.base.Recommender`; ``source`` is ``model`` for warm users,
+        ``cold_start`` for users scored from their attributes only; ``described`` as
+        :meth:`describes` (from the same feature rows: they are built once)."""
+        vectors, warm, described = self._vectors(users)
+        idx, scores = top_k(
+            vectors, self.item_vectors(), k,
+            exclude=exclude, allowed=allowed, rules=rules, num_threads=num_threads,
+        )  # fmt: skip
+        source = np.where(warm, 0, 1).astype(np.int8)
+        return Ranked(idx, scores, source, ("model", "cold_start"), described)
+
     def recommend(
         self,
         users: pl.DataFrame,
@@ -126,20 +151,8 @@ class LightFMRecommender:
         rules: ItemRules | None = None,
         num_threads: int = 1,
     ) -> pl.DataFrame:
-        """See :class:`models.base.Recommender`; ``source`` is ``model`` for warm users,
-        ``cold_start`` for users scored from their attributes only."""
-        vectors, warm = self.user_vectors(users)
-        idx, scores = top_k(
-            vectors,
-            self.item_vectors(),
-            k,
-            exclude=exclusion_matrix(exclude, users[C.user_id], self.item_ids),
-            allowed=allowed_mask(allowed_items, self.item_ids),
-            rules=kernel_rules(rules, self.item_ids),
-            num_threads=num_threads,
-        )
-        source = pl.Series(np.where(warm, "model", "cold_start"), dtype=pl.String)
-        return recommendation_frame(users[C.user_id], self.item_ids, idx, scores, source)
+        """See :class:`models.base.Recommender` (and :meth:`rank`)."""
+        return ranked_frame(self, users, k, exclude, allowed_items, rules, num_threads)
 
     def similar_items(
         self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1

@@ -43,6 +43,16 @@ class KernelRules:
     category: np.ndarray | None = None
     max_per_category: int = 0
 
+    def at(self, positions: np.ndarray) -> KernelRules:
+        """The rules of the items at ``positions``, in that order."""
+        return KernelRules(
+            boost=None if self.boost is None else np.asarray(self.boost, np.float32)[positions],
+            category=None
+            if self.category is None
+            else np.asarray(self.category, np.int32)[positions],
+            max_per_category=self.max_per_category,
+        )
+
 
 _EMPTY_F = np.zeros(0, np.float32)
 _EMPTY_I = np.zeros(0, np.int32)
@@ -228,13 +238,7 @@ def _sparse_times_dense(
 
 def _compact_rules(rules: KernelRules | None, kept: np.ndarray) -> KernelRules:
     """``rules`` restricted to the ``kept`` item positions."""
-    if rules is None:
-        return KernelRules()
-    return KernelRules(
-        boost=None if rules.boost is None else np.asarray(rules.boost, np.float32)[kept],
-        category=None if rules.category is None else np.asarray(rules.category, np.int32)[kept],
-        max_per_category=rules.max_per_category,
-    )
+    return KernelRules() if rules is None else rules.at(kept)
 
 
 def _csr(matrix: sp.csr_matrix | None, n_rows: int, n_cols: int) -> sp.csr_matrix | None:
@@ -472,3 +476,41 @@ def _select_rows(
                 out_idx[r, c] = -1
                 out_score[r, c] = -np.inf
             m = min(n_items, 4 * m)
+
+
+@njit(cache=True, nogil=True)
+def fill_lists(
+    items: np.ndarray,
+    scores: np.ndarray,
+    source: np.ndarray,
+    rows: np.ndarray,
+    extra: np.ndarray,
+    extra_scores: np.ndarray,
+    extra_source: np.ndarray,
+) -> None:
+    """Top up lists in place: each ``rows[i]`` of ``items`` (users x k, -1 only at a list's
+    end) gets the items of ``extra[i]`` it does not hold yet, in their order, until it is k
+    long; with their ``extra_scores`` and the source ``extra_source[i]``. As
+    :func:`models.policy.fill_to_k` on a long table."""
+    k = items.shape[1]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        n = 0
+        while n < k and items[r, n] >= 0:
+            n += 1
+        for j in range(extra.shape[1]):
+            if n == k:
+                break
+            item = extra[i, j]
+            if item < 0:
+                break
+            listed = False
+            for c in range(n):
+                if items[r, c] == item:
+                    listed = True
+                    break
+            if not listed:
+                items[r, n] = item
+                scores[r, n] = extra_scores[i, j]
+                source[r, n] = extra_source[i]
+                n += 1

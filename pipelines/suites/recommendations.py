@@ -1,10 +1,13 @@
 """The recommendations suite: the lists about to be published, checked with GX.
 
 The score stage writes millions of rows (53k users x 100 on the large preset); handing them all
-to GX as pandas cost seconds and gigabytes. The row-level invariants are instead reduced in
-Polars, chunk by chunk as the lists are written, to one row per user (:func:`list_aggregates`:
-how many rows, distinct items and ranks, seen, unavailable or non-finite entries), and GX judges
-those aggregates: the same verdicts, on a table as long as the user list.
+to GX as pandas cost seconds and gigabytes. The row-level invariants are instead reduced, chunk
+by chunk as the lists are written, to one row per user (how many rows, distinct items and ranks,
+seen, unavailable or non-finite entries), and GX judges those aggregates: the same verdicts, on
+a table as long as the user list. :func:`list_aggregates` reduces a long table of ids (Polars);
+:func:`coded_aggregates` the score stage's users x k arrays of item codes, from which the
+written rows are made (one compiled pass; the same aggregates,
+``tests/unit/test_recommendations_suite.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import great_expectations as gx
+import numpy as np
 import polars as pl
+import scipy.sparse as sp
+from numba import njit
 
 from features.contracts import RECOMMENDATION_SOURCES, C
 from pipelines.suites.runner import describe, run_expectations
@@ -118,6 +124,90 @@ def list_aggregates(
         )
         .sort(C.user_id)
     )
+
+
+def coded_aggregates(
+    user_ids: pl.Series,
+    items: np.ndarray,
+    scores: np.ndarray,
+    source: np.ndarray,
+    *,
+    k: int,
+    excluded: sp.csr_matrix,
+    available: np.ndarray,
+) -> pl.DataFrame:
+    """:func:`list_aggregates` of lists held as codes: row ``r`` of ``items`` (users x k item
+    positions in the catalog, -1: no row) is the list of ``user_ids[r]``, its slot ``c`` the
+    row of rank ``c + 1``, with ``scores`` and ``source`` (a code into the known sources; -1:
+    none). ``excluded``: users x catalog items, non-zero where the pair must not be shown;
+    ``available``: the catalog items that may be recommended at all."""
+    n_users = user_ids.len()
+    if items.shape[0] != n_users or excluded.shape[0] != n_users:
+        raise ValueError(f"{items.shape[0]} lists, {excluded.shape[0]} rows of pairs for {n_users}")
+    pairs = sp.csr_matrix(excluded)
+    counts = _list_counts(
+        np.ascontiguousarray(items, np.int64), np.ascontiguousarray(scores, np.float64),
+        np.ascontiguousarray(source, np.int64), np.asarray(pairs.indptr, np.int64),
+        np.asarray(pairs.indices, np.int64), np.asarray(available, np.bool_),
+    )  # fmt: skip
+    n_rows = counts[:, 0]
+    n_available = int(np.count_nonzero(available))
+    return pl.DataFrame(
+        {
+            C.user_id: user_ids,
+            "expected_user": np.ones(n_users, np.bool_),
+            "expected_rows": np.minimum(k, n_available - counts[:, 8]),
+            "n_rows": n_rows,
+            "n_items": counts[:, 1],
+            "n_ranks": n_rows,  # one slot, one rank
+            "min_rank": pl.Series(counts[:, 2]).set(pl.Series(n_rows == 0), None),
+            "max_rank": counts[:, 3],
+            "n_unavailable": counts[:, 4],
+            "n_nonfinite": counts[:, 5],
+            "n_bad_source": counts[:, 6],
+            "n_seen": counts[:, 7],
+        }
+    ).sort(C.user_id)
+
+
+@njit(cache=True, nogil=True)
+def _list_counts(
+    items: np.ndarray,
+    scores: np.ndarray,
+    source: np.ndarray,
+    ex_ptr: np.ndarray,
+    ex_idx: np.ndarray,
+    available: np.ndarray,
+) -> np.ndarray:
+    """Per list: rows, distinct items, first and last rank, unavailable, non-finite, bad source,
+    excluded-pair rows, and the available items among the user's excluded pairs."""
+    n_users, k = items.shape
+    out = np.zeros((n_users, 9), np.int64)
+    excluded = np.zeros(available.shape[0], np.bool_)
+    stamp = np.full(available.shape[0], -1, np.int64)  # the last list an item was in
+    for r in range(n_users):
+        for p in range(ex_ptr[r], ex_ptr[r + 1]):
+            if not excluded[ex_idx[p]]:
+                excluded[ex_idx[p]] = True
+                out[r, 8] += available[ex_idx[p]]
+        for c in range(k):
+            item = items[r, c]
+            if item < 0:
+                continue
+            out[r, 0] += 1
+            if out[r, 0] == 1:
+                out[r, 2] = c + 1
+            out[r, 3] = c + 1
+            if stamp[item] != r:
+                stamp[item] = r
+                out[r, 1] += 1
+            out[r, 4] += not available[item]
+            out[r, 5] += not np.isfinite(scores[r, c])
+            out[r, 6] += source[r, c] < 0
+            out[r, 7] += excluded[item]
+        for p in range(ex_ptr[r], ex_ptr[r + 1]):
+            excluded[ex_idx[p]] = False
+    return out
 
 
 def validate_recommendations(

@@ -38,3 +38,47 @@ def test_full_lists_pass_through_and_match_the_merge_of_everyone() -> None:
         ("c", 1, "x", "popular"),
         ("c", 2, "y", "popular"),
     ]
+
+
+def test_fill_lists_tops_up_coded_lists_in_place_like_fill_to_k() -> None:
+    """The score stage's top-up on item codes: the same lists as the two cases above."""
+    import numpy as np
+
+    from models.scoring import fill_lists
+
+    # users a, b, c; items x=0, y=1, z=2; k=2; "a" full, "b" one item, "c" none; source codes
+    # 0 (model) and 4 (the fallback's), scores 9 (primary) and the fallback's 3, 2, 1.
+    items = np.array([[2, 0], [0, -1], [-1, -1]], np.int64)
+    scores = np.array([[9.0, 9.0], [9.0, -np.inf], [-np.inf, -np.inf]])
+    source = np.array([[0, 0], [0, -1], [-1, -1]], np.int8)
+    short = np.array([1, 2], np.int64)
+    extra = np.array([[0, 1, 2], [0, 1, 2]], np.int64)
+    extra_scores = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    fill_lists(items, scores, source, short, extra, extra_scores, np.array([4, 4], np.int8))
+    assert items.tolist() == [[2, 0], [0, 1], [0, 1]]
+    assert scores.tolist() == [[9.0, 9.0], [9.0, 2.0], [3.0, 2.0]]
+    assert source.tolist() == [[0, 0], [0, 4], [4, 4]]
+    # A fallback with too few new items leaves the list short, its empty slots as they were.
+    items = np.array([[1, -1, -1]], np.int64)
+    scores = np.array([[5.0, -np.inf, -np.inf]])
+    source = np.array([[0, -1, -1]], np.int8)
+    fill_lists(
+        items, scores, source, np.array([0], np.int64), np.array([[1, -1]], np.int64),
+        np.array([[2.0, -np.inf]]), np.array([4], np.int8),
+    )  # fmt: skip
+    assert items.tolist() == [[1, -1, -1]]
+    assert source.tolist() == [[0, -1, -1]]
+
+
+def test_remapped_columns_follow_the_new_order_and_drop_the_unknown() -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from models.base import positions, remap_columns
+
+    here = pl.Series(["a", "b", "c", "d"])
+    there = pl.Series(["c", "a", "e"])
+    assert positions(here, there).tolist() == [1, -1, 0, -1]
+    pairs = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 1, 1], [0, 1, 0, 0]], np.int8))
+    moved = remap_columns(pairs, positions(here, there), there.len())
+    assert moved.toarray().tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
