@@ -133,7 +133,7 @@ class Ranked:
     Attributes:
         items: users x k positions in the recommender's ``item_ids``, best first (-1: an empty
             slot, only at the end of a list).
-        scores: users x k float64 (-inf in empty slots).
+        scores: users x k, float32 from the kernels or float64 (-inf in empty slots).
         source: per user, a code into ``sources`` (the rows' ``source``).
         sources: the source names.
         described: per user, whether the recommender knows anything about them (None: all).

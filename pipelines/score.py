@@ -137,7 +137,6 @@ def score(
     pairs.sum_duplicates()
     del excluded
     seconds["read and fit"] = time.perf_counter() - started
-    seconds["read and fit"] = time.perf_counter() - started
 
     writer = ScoredWriter(stores.lake, run_id)
     constants = {
