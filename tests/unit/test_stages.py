@@ -321,6 +321,52 @@ def test_scored_lists_equal_a_brute_force_reference_under_business_rules(
     assert blocked_item not in lists.filter(pl.col("user_id") == blocked_user)["item_id"]
 
 
+def test_scored_lists_are_the_recommenders_own_lists_topped_up_from_popularity(
+    world: World, features: FeaturesReport, trained: TrainReport
+) -> None:
+    """The stage holds lists as item codes from the kernel to the writer; its rows are those of
+    the frame API: the champion's ``recommend`` for the users it describes, and for every list
+    shorter than K (here all of them: one item per category) ``fill_to_k`` from the popular
+    list, with the same exclusions, rules and sources."""
+    from models.baselines import PopularityRecommender
+    from models.policy import fill_to_k
+    from models.rules import ListRules, item_rules
+    from pipelines.stores.tracking import load_champion
+
+    interactions, users, items = warehouse.read_tables(
+        world.stores.warehouse, "interactions", "user_features", "item_features"
+    )
+    categories = items["category"].unique().sort().to_list()
+    kept = categories[-3:]  # three categories, one item each: every model list is short
+    rules = ListRules(excluded_categories=categories[:-3], max_per_category=1)
+    report = score(
+        world.stores, world.tracking, k=K, popularity=POPULARITY, ease=EASEParams(),
+        run_id="coded", as_of=features.as_of, rules=rules, plan_run_id="no-plan",
+        generated_at=AT, ttl=timedelta(hours=1), num_threads=2, chunk_users=48,
+    )  # fmt: skip
+    got = pl.read_parquet(report.path / "recommendations.parquet")
+    champion = load_champion(world.tracking)
+    assert champion is not None
+    model = champion.recommender
+    users = users.sort("user_id")
+    seen = interactions.select("user_id", "item_id")
+    available = items.filter(pl.col("available") & pl.col("category").is_in(kept))["item_id"]
+    described = users.filter(pl.Series(model.describes(users)))
+    primary = model.recommend(
+        described, K, exclude=seen, allowed_items=available,
+        rules=item_rules(items, rules, features.as_of),
+    )  # fmt: skip
+    data = TrainingData(interactions.filter(pl.col("positive")), users, items, features.as_of)
+    popular = PopularityRecommender.fit(data, POPULARITY).recommend(
+        users.select("user_id"), K, exclude=seen, allowed_items=available
+    )
+    expected = fill_to_k(primary, popular, K)
+    columns = ["user_id", "rank", "item_id", "source"]
+    assert got.select(columns).rows() == expected.select(columns).rows()
+    np.testing.assert_allclose(got["score"].to_numpy(), expected["score"].to_numpy(), rtol=1e-6)
+    assert {"popular", "model"} <= set(got["source"])
+
+
 def test_the_pyfunc_by_alias_gives_the_lists_the_pipeline_scores(
     world: World, features: FeaturesReport, trained: TrainReport
 ) -> None:
