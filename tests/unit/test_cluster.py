@@ -47,8 +47,13 @@ _original_chunk = score_module._score_chunk
 def _dies_once(bundle: object, work: object) -> object:
     """The score shard, except that the first worker to run it dies (the marker remembers)."""
     marker = Path(os.environ[MARKER])
-    if not marker.exists():
-        marker.write_text(str(os.getpid()))
+    try:  # created atomically: when both workers start a shard at once, only one dies
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pass
+    else:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
         os._exit(1)  # the worker process ends mid-shard, as a killed or lost machine would
     return _original_chunk(bundle, work)  # type: ignore[arg-type]
 
