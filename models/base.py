@@ -113,7 +113,7 @@ class Recommender(Protocol):
         num_threads: int = 1,
     ) -> pl.DataFrame:
         """One row per user_id x rank (1..k): ``user_id, rank, item_id, score, source``
-        (:meth:`rank` on the pairs, items and rules aligned by :func:`ranked_frame`).
+        (:meth:`rank` on the pairs, items and rules aligned: :class:`RecommendsByRank`).
 
         Args:
             users: one row per user to score, ``user_id`` plus attribute columns.
@@ -161,7 +161,7 @@ class Ranked:
 
 
 class Ranks(Protocol):
-    """What :func:`ranked_frame` and the score stage need: :meth:`Recommender.rank`."""
+    """What :class:`RecommendsByRank` and the score stage need: :meth:`Recommender.rank`."""
 
     @property
     def item_ids(self) -> pl.Series: ...
@@ -178,24 +178,29 @@ class Ranks(Protocol):
     ) -> Ranked: ...
 
 
-def ranked_frame(
-    recommender: Ranks,
-    users: pl.DataFrame,
-    k: int,
-    exclude: pl.DataFrame | None,
-    allowed_items: pl.Series | None,
-    rules: ItemRules | None,
-    num_threads: int,
-) -> pl.DataFrame:
-    """:meth:`Recommender.recommend` from its :meth:`Recommender.rank`: the pairs, the allowed
-    items and the rules aligned to its items, the positions turned back into ids."""
-    item_ids = recommender.item_ids
-    ranked = recommender.rank(
-        users, k, exclude=exclusion_matrix(exclude, users[C.user_id], item_ids),
-        allowed=allowed_mask(allowed_items, item_ids), rules=kernel_rules(rules, item_ids),
-        num_threads=num_threads,
-    )  # fmt: skip
-    return ranked.frame(users[C.user_id], item_ids)
+class RecommendsByRank:
+    """:meth:`Recommender.recommend` from the class's :meth:`Recommender.rank`, written once:
+    the pairs, the allowed items and the rules aligned to its items, the positions turned back
+    into ids."""
+
+    def recommend(
+        self: Ranks,
+        users: pl.DataFrame,
+        k: int,
+        *,
+        exclude: pl.DataFrame | None = None,
+        allowed_items: pl.Series | None = None,
+        rules: ItemRules | None = None,
+        num_threads: int = 1,
+    ) -> pl.DataFrame:
+        """See :class:`Recommender` (and the class's ``rank``)."""
+        item_ids = self.item_ids
+        ranked = self.rank(
+            users, k, exclude=exclusion_matrix(exclude, users[C.user_id], item_ids),
+            allowed=allowed_mask(allowed_items, item_ids), rules=kernel_rules(rules, item_ids),
+            num_threads=num_threads,
+        )  # fmt: skip
+        return ranked.frame(users[C.user_id], item_ids)
 
 
 def positions(ids: pl.Series, among: pl.Series) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -20,13 +21,12 @@ from features.contracts import C
 from features.matrices import attribute_columns
 from models.base import (
     Ranked,
+    RecommendsByRank,
     TrainingData,
     as_similar_items,
     positions,
-    ranked_frame,
     remap_columns,
 )
-from models.rules import ItemRules
 from models.scoring import KernelRules, top_k
 
 _FILE = "popularity.parquet"
@@ -70,7 +70,7 @@ def item_popularity(
 
 
 @dataclass(frozen=True)
-class PopularityRecommender:
+class PopularityRecommender(RecommendsByRank):
     """Ranks every catalog item by popularity (module docstring); the same list for everyone."""
 
     kind: ClassVar[str] = "popularity"
@@ -122,19 +122,6 @@ class PopularityRecommender:
             exact = exact + rules.boost
         scores = np.where(idx >= 0, exact[np.maximum(idx, 0)], -np.inf)
         return Ranked.of(idx, scores, "popular")
-
-    def recommend(
-        self,
-        users: pl.DataFrame,
-        k: int,
-        *,
-        exclude: pl.DataFrame | None = None,
-        allowed_items: pl.Series | None = None,
-        rules: ItemRules | None = None,
-        num_threads: int = 1,
-    ) -> pl.DataFrame:
-        """See :class:`models.base.Recommender` (and :meth:`rank`)."""
-        return ranked_frame(self, users, k, exclude, allowed_items, rules, num_threads)
 
     def similar_items(
         self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1
@@ -221,7 +208,7 @@ def segment_attributes(users: pl.DataFrame) -> list[str]:
 
 
 @dataclass(frozen=True)
-class SegmentPopularity:
+class SegmentPopularity(RecommendsByRank):
     """Popularity among the users who share one attribute value with the user (their segment,
     e.g. ``gender:F``); users without a value get the global list. A candidate of the per-segment
     choice, refitted each run; not a servable model of its own."""
@@ -233,6 +220,17 @@ class SegmentPopularity:
     @property
     def item_ids(self) -> pl.Series:
         return self.overall.item_ids
+
+    @cached_property
+    def _orders(self) -> dict[str | None, tuple[np.ndarray, np.ndarray]]:
+        """Per segment value (None: the global list), once: each of my items' position among
+        its items, and each of its items' position among mine (the same catalog)."""
+        models: dict[str | None, PopularityRecommender] = {None: self.overall}
+        models.update(self.by_value)
+        return {
+            value: (positions(self.item_ids, m.item_ids), positions(m.item_ids, self.item_ids))
+            for value, m in models.items()
+        }
 
     def full_scores(self, users: pl.DataFrame) -> np.ndarray:
         """users x items (in :attr:`item_ids` order): each item's share among the user's
@@ -291,10 +289,10 @@ class SegmentPopularity:
         scores = np.full(items.shape, -np.inf)
         keyed = pl.DataFrame({"_value": values}).with_row_index("_row")
         for (value,), group in keyed.group_by("_value", maintain_order=True):
-            model = self.overall if value is None else self.by_value.get(str(value), self.overall)
+            key = None if value is None or str(value) not in self.by_value else str(value)
+            model = self.overall if key is None else self.by_value[key]
             rows = group["_row"].to_numpy()
-            theirs = positions(self.item_ids, model.item_ids)  # my position -> theirs
-            mine = positions(model.item_ids, self.item_ids)  # their position -> mine
+            theirs, mine = self._orders[key]  # my position -> theirs, their position -> mine
             part = model.rank(
                 users[rows], k,
                 exclude=None if exclude is None else remap_columns(exclude[rows], theirs, n_items),
@@ -306,16 +304,3 @@ class SegmentPopularity:
             items[rows, :width] = np.where(part.items >= 0, mine[np.maximum(part.items, 0)], -1)
             scores[rows, :width] = part.scores
         return Ranked.of(items, scores, "segment_popular")
-
-    def recommend(
-        self,
-        users: pl.DataFrame,
-        k: int,
-        *,
-        exclude: pl.DataFrame | None = None,
-        allowed_items: pl.Series | None = None,
-        rules: ItemRules | None = None,
-        num_threads: int = 1,
-    ) -> pl.DataFrame:
-        """One row per user_id x rank; ``source`` is ``segment_popular`` (:meth:`rank`)."""
-        return ranked_frame(self, users, k, exclude, allowed_items, rules, num_threads)

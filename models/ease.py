@@ -26,12 +26,11 @@ from features.contracts import C
 from features.matrices import pair_indices
 from models.base import (
     Ranked,
+    RecommendsByRank,
     TrainingData,
     allowed_mask,
-    ranked_frame,
     similar_items_frame,
 )
-from models.rules import ItemRules
 from models.scoring import KernelRules, select_top_k, top_k_sparse
 
 _ARRAYS = "ease.npz"
@@ -50,7 +49,7 @@ class EASEParams(BaseModel):
 
 
 @dataclass(frozen=True)
-class EASERecommender:
+class EASERecommender(RecommendsByRank):
     """A fitted EASE model: the item-item weights and each known user's positives."""
 
     kind: ClassVar[str] = "ease"
@@ -131,19 +130,6 @@ class EASERecommender:
             num_threads=num_threads,
         )  # fmt: skip
         return Ranked.of(idx, scores, "ease", known)
-
-    def recommend(
-        self,
-        users: pl.DataFrame,
-        k: int,
-        *,
-        exclude: pl.DataFrame | None = None,
-        allowed_items: pl.Series | None = None,
-        rules: ItemRules | None = None,
-        num_threads: int = 1,
-    ) -> pl.DataFrame:
-        """See :class:`models.base.Recommender` (and :meth:`rank`)."""
-        return ranked_frame(self, users, k, exclude, allowed_items, rules, num_threads)
 
     def similar_items(
         self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1

@@ -29,13 +29,12 @@ from features.matrices import (
 )
 from models.base import (
     Ranked,
+    RecommendsByRank,
     TrainingData,
     allowed_mask,
-    ranked_frame,
     similar_items_frame,
 )
 from models.params import LightFMParams
-from models.rules import ItemRules
 from models.scoring import KernelRules, top_k
 
 _ARRAYS = "arrays.npz"
@@ -43,7 +42,7 @@ _META = "meta.json"
 
 
 @dataclass(frozen=True)
-class LightFMRecommender:
+class LightFMRecommender(RecommendsByRank):
     """A trained hybrid model, reduced to what scoring needs (user biases are dropped: constant
     per user, they never change a ranking)."""
 
@@ -140,19 +139,6 @@ class LightFMRecommender:
         )  # fmt: skip
         source = np.where(warm, 0, 1).astype(np.int8)
         return Ranked(idx, scores, source, ("model", "cold_start"), described)
-
-    def recommend(
-        self,
-        users: pl.DataFrame,
-        k: int,
-        *,
-        exclude: pl.DataFrame | None = None,
-        allowed_items: pl.Series | None = None,
-        rules: ItemRules | None = None,
-        num_threads: int = 1,
-    ) -> pl.DataFrame:
-        """See :class:`models.base.Recommender` (and :meth:`rank`)."""
-        return ranked_frame(self, users, k, exclude, allowed_items, rules, num_threads)
 
     def similar_items(
         self, k: int, *, allowed_items: pl.Series | None = None, num_threads: int = 1

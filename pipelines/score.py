@@ -290,6 +290,7 @@ class _Bundle:
 
 SOURCES = tuple(RECOMMENDATION_SOURCES)
 """The rows' sources; a list's source codes index it."""
+_SOURCE_NAMES = pa.array([*SOURCES, ""], pa.string())  # "": no source (the suite refuses it)
 
 
 def _score_chunk(
@@ -443,13 +444,12 @@ def _rows(
     picked, score, codes = items.reshape(-1), scores.reshape(-1), source.reshape(-1)
     if not every:
         user, rank, picked, score, codes = (a[filled] for a in (user, rank, picked, score, codes))
-    names = pa.array([*SOURCES, ""], pa.string())  # "": no source (the suite refuses it)
     columns: dict[str, pa.Array] = {
         C.user_id: pa.array(user_ids.to_list(), pa.string()).take(user),
         C.rank: pa.array(rank),
         C.item_id: bundle.catalog.names.take(picked),
         C.score: pa.array(score, pa.float64()),
-        C.source: names.take(np.where(codes < 0, len(SOURCES), codes).astype(np.int8)),
+        C.source: _SOURCE_NAMES.take(np.where(codes < 0, len(SOURCES), codes).astype(np.int8)),
     }
     rows = picked.size
     for name in ("model_version", C.run_id, "generated_at", "expires_at"):
