@@ -47,14 +47,26 @@ def register_inputs(
     """Register the logical inputs of the SQL files as views over lake files."""
     con.execute("set TimeZone = 'UTC'")
     con.execute(
-        "create or replace view clean_events as select * from read_parquet("
+        "create or replace view lake_events as select * from read_parquet("
         f"{sql_literal(events_glob)}, hive_partitioning = true, union_by_name = true)"
     )
+    con.execute("create or replace view clean_events as select * from lake_events")
     con.execute(
         f"create or replace view users as select * from read_parquet({sql_literal(str(users))})"
     )
     con.execute(
         f"create or replace view items as select * from read_parquet({sql_literal(str(items))})"
+    )
+
+
+def exclude_pairs(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> None:
+    """Redefine ``clean_events`` (registered by :func:`register_inputs`) without any event on
+    the ``user_id`` x ``item_id`` pairs of ``pairs``: what candidates train on when those pairs
+    are held out as truth (``last_positives.sql``)."""
+    con.register("excluded_pairs", pairs.select(["user_id", "item_id"]))
+    con.execute(
+        "create or replace view clean_events as "
+        "select * from lake_events anti join excluded_pairs using (user_id, item_id)"
     )
 
 

@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 from tqdm import tqdm
 
-from features.build import FEATURE_TABLES, register_inputs, run_sql
+from features.build import FEATURE_TABLES, exclude_pairs, register_inputs, run_sql
 from features.contracts import C
 from features.signal import SignalParams
 from models.base import TrainingData
@@ -37,6 +37,12 @@ def default_as_of(now: datetime) -> datetime:
     return now
 
 
+TABLE_ORDER = (
+    "interactions", "eval_interactions", "holdout", "user_features", "eval_user_features",
+    "item_features", "eval_item_features", "popular_items",
+)  # fmt: skip
+"""The tables of a build, in the order of ``feature_runs``' row-count columns."""
+
 EVALUATION_TABLES = {
     "interactions": "eval_interactions",
     "user_features": "eval_user_features",
@@ -53,6 +59,7 @@ class FeaturesReport:
     window_start: datetime
     rows: dict[str, int]
     manifest: str = ""  # a fingerprint of every table's content (see :func:`content_manifest`)
+    last_positive_users: int = 0  # warm users judged on their own latest positives (see below)
 
 
 def content_manifest(tables: dict[str, pa.Table]) -> str:
@@ -76,6 +83,7 @@ def build_features(
     signal: SignalParams,
     popularity: PopularityParams,
     schema: str = warehouse.LATEST,
+    min_warm_users: int = 0,
 ) -> FeaturesReport:
     """The feature tables of one run, from events before ``as_of`` only, into the warehouse.
 
@@ -83,7 +91,10 @@ def build_features(
     ``item_features`` and ``popular_items`` (:func:`models.baselines.popular_items`). As of the
     evaluation window's start (``as_of - holdout_days``, what candidates train on):
     ``eval_interactions``, ``eval_user_features``, ``eval_item_features``; and ``holdout``, the
-    window's truth. Catalogs are the snapshots in force at ``as_of``.
+    window's truth. Catalogs are the snapshots in force at ``as_of``. When the window holds
+    fewer than ``min_warm_users`` warm users, ``holdout`` also gets the latest positives of warm
+    users the window does not reach (leave-last-out, before the window's start: see
+    :func:`_last_positives`), and the evaluation tables are built without those pairs.
 
     The tables go to warehouse ``schema``: the latest (``main``), or a backfill's own
     (:func:`pipelines.stores.warehouse.features_schema`), the oldest of which are dropped.
@@ -97,10 +108,18 @@ def build_features(
         for name in tqdm(FEATURE_TABLES, desc="features", unit="table", disable=None, leave=False):
             if name == "holdout":
                 tables[name] = run_sql(con, name, start=start, end=as_of, **sql)
-                continue
-            tables[name] = run_sql(con, name, as_of=as_of, **sql)
-            if name in EVALUATION_TABLES:
-                tables[EVALUATION_TABLES[name]] = run_sql(con, name, as_of=start, **sql)
+            else:
+                tables[name] = run_sql(con, name, as_of=as_of, **sql)
+        held = _last_positives(con, tables["holdout"], start, as_of, sql, min_warm_users)
+        if held.num_rows:
+            exclude_pairs(con, held)
+            tables["holdout"] = (
+                _frame(pa.concat_tables([tables["holdout"], held], promote_options="permissive"))
+                .sort(C.user_id, C.item_id)
+                .to_arrow()
+            )
+        for name, eval_name in EVALUATION_TABLES.items():
+            tables[eval_name] = run_sql(con, name, as_of=start, **sql)
     finally:
         con.close()
     frames = {
@@ -114,6 +133,7 @@ def build_features(
     )
     available = data.items.filter(pl.col(C.available))[C.item_id]
     tables["popular_items"] = popular_items(data, popularity, top_k, available).to_arrow()
+    tables = {name: tables[name] for name in TABLE_ORDER}
     rows = {name: table.num_rows for name, table in tables.items()}
     manifest = content_manifest(tables)
     # One transaction: a kill leaves the previous feature tables whole, never a mix.
@@ -140,7 +160,39 @@ def build_features(
         )
         if schema != warehouse.LATEST:
             warehouse.drop_old_backfill_schemas(wh, warehouse.KEEP_BACKFILL_SCHEMAS)
-    return FeaturesReport(as_of, start, rows, manifest)
+    last_users = len(set(held.column(C.user_id).to_pylist()))
+    return FeaturesReport(as_of, start, rows, manifest, last_users)
+
+
+LAST_SHARE = 0.2
+"""Leave-last-out truth: the share of each user's positive pairs held out (at least one)."""
+
+LAST_POSITIVE_USERS = 5_000
+"""Leave-last-out truth: at most this many users (the first by ``md5(user_id)``)."""
+
+
+def _last_positives(
+    con: duckdb.DuckDBPyConnection,
+    holdout: pa.Table,
+    start: datetime,
+    end: datetime,
+    sql: dict[str, Any],
+    min_warm_users: int,
+) -> pa.Table:
+    """Leave-last-out truth for warm users (``features/sql/last_positives.sql``) when the window
+    holds fewer than ``min_warm_users`` warm users; else none. Point in time: only events before
+    the window's start. A short window over bursty data (each user active a day or two) can
+    hold a handful of warm users, too few for any candidate to win a segment outside the
+    bootstrap noise, so popularity would serve users with a history by default."""
+    segments = holdout.column("user_segment").to_pylist()
+    users = holdout.column(C.user_id).to_pylist()
+    warm = {u for u, seg in zip(users, segments, strict=True) if seg == "warm"}
+    if len(warm) >= min_warm_users:
+        return holdout.slice(0, 0)
+    return run_sql(
+        con, "last_positives", start=start, end=end, share=LAST_SHARE,
+        max_users=LAST_POSITIVE_USERS, **sql,
+    )  # fmt: skip
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:
