@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from datetime import timedelta
 
 import duckdb
 import polars as pl
 import pytest
 
+from features import build
 from features.build import FEATURE_TABLES, register_frames, run_sql, sql_text
 from features.signal import SignalParams
 from models.base import TrainingData
@@ -72,6 +75,8 @@ def _run(con: duckdb.DuckDBPyConnection, name: str, **params: object) -> pl.Data
 def test_every_sql_file_has_a_test_here() -> None:
     tested = {"interactions", "holdout", "user_features", "item_features"}
     assert set(FEATURE_TABLES) == tested
+    files = {p.stem for p in (Path(build.__file__).parent / "sql").glob("*.sql")}
+    assert files == tested | {"last_positives"}
     for name in FEATURE_TABLES:
         assert sql_text(name).lower().count("select * from final") == 1
 
@@ -122,6 +127,49 @@ def test_holdout(con: duckdb.DuckDBPyConnection) -> None:
         ("u9", "i1", 1, "cold", False),
     ]
     assert got.columns == ["user_id", "item_id", "n_events", "user_segment", "new_item"]
+
+
+def test_last_positives() -> None:
+    """Leave-last-out truth: warm users without a positive in the window, with two or more
+    positive pairs before it, keep their latest share of pairs as truth."""
+    con = duckdb.connect()
+    views = events_frame(
+        event_rows(
+            [
+                *[("u1", f"i{n}", "view", 2 * n - 1) for n in range(1, 6)],  # i5 at hour 9
+                ("u1", "i5", "view", 11),  # a repeat: i5's latest positive is hour 11
+                ("u2", "i1", "view", 2),
+                ("u2", "i2", "view", 2),  # a tie on time: the larger item id is the later
+                ("u2", "i5", "view", 1),  # i5 is known from u2, beside u1's held pair
+                ("u3", "i1", "view", 4),  # one positive pair: not eligible
+                ("u4", "i1", "view", 1),
+                ("u4", "i2", "view", 2),
+                ("u4", "i3", "view", 50),  # a positive in the window: judged there
+                ("u5", "i1", "view", 5),
+                ("u5", "i7", "view", 6),  # only u5 ever touched i7: a new item once held out
+            ]
+        )
+    )
+    low = events_frame(event_rows([("u2", "i6", "rating", 10)], value=2.0))  # not a positive
+    events = pl.concat([views, low.with_columns(pl.lit("low").alias("event_id"))])
+    register_frames(con, clean_events=events, users=USERS, items=ITEMS)
+    params = {"start": AS_OF, "end": HOLDOUT_END, "min_rating": 4.0, "max_users": 10}
+    got = _run(con, "last_positives", share=0.2, **params)
+    assert got.columns == ["user_id", "item_id", "n_events", "user_segment", "new_item"]
+    assert got.rows() == [
+        ("u1", "i5", 2, "warm", False),
+        ("u2", "i2", 1, "warm", False),  # i6 (hour 10) was a low rating: no positive
+        ("u5", "i7", 1, "warm", True),
+    ]
+    # half of u1's five pairs, rounded up: the three latest
+    half = _run(con, "last_positives", share=0.5, **params)
+    assert half.filter(pl.col("user_id") == "u1")["item_id"].to_list() == ["i3", "i4", "i5"]
+    assert half.filter(pl.col("user_id") == "u2")["item_id"].to_list() == ["i1", "i2"]
+    # at most max_users users, the first by md5(user_id)
+    first = min(["u1", "u2", "u5"], key=lambda u: hashlib.md5(u.encode()).hexdigest())
+    one = _run(con, "last_positives", share=0.2, **{**params, "max_users": 1})
+    assert one["user_id"].unique().to_list() == [first]
+    con.close()
 
 
 def test_user_features(con: duckdb.DuckDBPyConnection) -> None:

@@ -61,7 +61,9 @@ def _world(root: Path, landing: Path) -> World:
     return World(stores, tracking)
 
 
-def _prepare(world: World, as_of: datetime | None = None) -> FeaturesReport:
+def _prepare(
+    world: World, as_of: datetime | None = None, min_warm_users: int = 0
+) -> FeaturesReport:
     """Extract and validate the landing folder, then build features for ``as_of`` (default:
     midnight after the newest clean event)."""
     extract(world.stores, sources=[FileSource()], run_id="r", ingested_at=AT)
@@ -71,7 +73,7 @@ def _prepare(world: World, as_of: datetime | None = None) -> FeaturesReport:
         as_of = latest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     return build_features(
         world.stores, as_of=as_of, holdout_days=HOLDOUT_DAYS, top_k=K, signal=SIGNAL,
-        popularity=POPULARITY,
+        popularity=POPULARITY, min_warm_users=min_warm_users,
     )  # fmt: skip
 
 
@@ -108,6 +110,33 @@ def test_score_without_a_champion_serves_popularity_to_everyone(
     # no plan yet: "model" for both segments, and no model: the popular list for everyone
     assert report.rows_by_source == {"popular": K * report.n_users}
     assert report.similar_items is None
+
+
+def test_a_window_with_too_few_warm_users_adds_their_latest_positives_held_out(
+    tmp_path: Path, tiny_landing: Path, world: World, features: FeaturesReport
+) -> None:
+    """Below ``min_warm_users`` warm window users, warm users the window does not reach are
+    judged on their latest positives before it; the candidates never train on those pairs, the
+    refit (the as-of tables) still does."""
+    mine = _world(tmp_path, tiny_landing)
+    report = _prepare(mine, features.as_of, min_warm_users=10**6)
+    assert features.last_positive_users == 0  # the default: the window alone
+    assert report.last_positive_users > 0
+    (window,) = warehouse.read_tables(world.stores.warehouse, "holdout")
+    inter, eval_inter, holdout = warehouse.read_tables(
+        mine.stores.warehouse, "interactions", "eval_interactions", "holdout"
+    )
+    pairs = ["user_id", "item_id"]
+    assert window.join(holdout, on=pairs, how="anti").height == 0  # the window's truth stays
+    added = holdout.join(window, on=pairs, how="anti")
+    assert added.height == holdout.height - window.height > 0
+    assert added["user_id"].n_unique() == report.last_positive_users
+    assert set(added["user_segment"]) == {"warm"}
+    assert not set(added["user_id"]) & set(window["user_id"])  # not judged twice
+    assert added.join(eval_inter, on=pairs, how="semi").height == 0  # never trained on
+    assert added.join(inter, on=pairs, how="semi").height == added.height  # refitted on
+    # each such user keeps a history to be scored from
+    assert set(added["user_id"]) <= set(eval_inter.filter(pl.col("positive"))["user_id"])
 
 
 @pytest.fixture(scope="module")
