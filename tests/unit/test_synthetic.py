@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.ceiling import ceiling_lists
 from pipelines.sources.synthetic import (
     PRESETS,
     GeneratorParams,
@@ -106,3 +107,18 @@ def test_cold_start_and_unavailable_items_exist() -> None:
     assert (cat.users["signup_day"] > 0).sum() > 0
     assert (cat.items["release_day"] > 0).sum() > 0
     assert (~cat.items["available"]).sum() > 0
+
+
+def test_the_ceiling_ranks_by_the_generators_view_probability() -> None:
+    """bench.ceiling's lists: affinity x same-segment share + (1 - affinity) x global share."""
+    items = pl.DataFrame(
+        {"item_id": ["a", "b", "c", "d"], "_popularity": [1.0, 0.5, 0.4, 0.1],
+         "_segment": [0, 1, 0, 1]}
+    )  # fmt: skip
+    users = pl.DataFrame({"user_id": ["u0", "u1", "u2"], "_segment": [0, 1, 0]})
+    window = pl.DataFrame({"user_id": ["u0", "u1"]})
+    seen = pl.DataFrame({"user_id": ["u0", "u2"], "item_id": ["a", "c"]})
+    got = ceiling_lists(window, seen, items, users, affinity=0.75, k=2)
+    # u0 (segment 0): a 0.661, c 0.264, b 0.063, d 0.013; a was seen. u1 (segment 1): b 0.688,
+    # d 0.138, a 0.125 - not popularity's order. u2 is not a window user.
+    assert got.rows() == [("u0", "c", 1), ("u0", "b", 2), ("u1", "b", 1), ("u1", "d", 2)]
