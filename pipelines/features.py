@@ -94,7 +94,7 @@ def build_features(
     window's truth. Catalogs are the snapshots in force at ``as_of``. When the window holds
     fewer than ``min_warm_users`` warm users, ``holdout`` also gets the latest positives of warm
     users the window does not reach (leave-last-out, before the window's start: see
-    :func:`_last_positives`), and the evaluation tables are built without those pairs.
+    :func:`with_last_positives`), and the evaluation tables are built without those pairs.
 
     The tables go to warehouse ``schema``: the latest (``main``), or a backfill's own
     (:func:`pipelines.stores.warehouse.features_schema`), the oldest of which are dropped.
@@ -110,14 +110,9 @@ def build_features(
                 tables[name] = run_sql(con, name, start=start, end=as_of, **sql)
             else:
                 tables[name] = run_sql(con, name, as_of=as_of, **sql)
-        held = _last_positives(con, tables["holdout"], start, as_of, sql, min_warm_users)
-        if held.num_rows:
-            exclude_pairs(con, held)
-            tables["holdout"] = (
-                _frame(pa.concat_tables([tables["holdout"], held], promote_options="permissive"))
-                .sort(C.user_id, C.item_id)
-                .to_arrow()
-            )
+        tables["holdout"], last_users = with_last_positives(
+            con, tables["holdout"], start, as_of, sql, min_warm_users
+        )
         for name, eval_name in EVALUATION_TABLES.items():
             tables[eval_name] = run_sql(con, name, as_of=start, **sql)
     finally:
@@ -160,7 +155,6 @@ def build_features(
         )
         if schema != warehouse.LATEST:
             warehouse.drop_old_backfill_schemas(wh, warehouse.KEEP_BACKFILL_SCHEMAS)
-    last_users = len(set(held.column(C.user_id).to_pylist()))
     return FeaturesReport(as_of, start, rows, manifest, last_users)
 
 
@@ -171,28 +165,38 @@ LAST_POSITIVE_USERS = 5_000
 """Leave-last-out truth: at most this many users (the first by ``md5(user_id)``)."""
 
 
-def _last_positives(
+def with_last_positives(
     con: duckdb.DuckDBPyConnection,
     holdout: pa.Table,
     start: datetime,
     end: datetime,
     sql: dict[str, Any],
     min_warm_users: int,
-) -> pa.Table:
-    """Leave-last-out truth for warm users (``features/sql/last_positives.sql``) when the window
-    holds fewer than ``min_warm_users`` warm users; else none. Point in time: only events before
-    the window's start. A short window over bursty data (each user active a day or two) can
-    hold a handful of warm users, too few for any candidate to win a segment outside the
-    bootstrap noise, so popularity would serve users with a history by default."""
+) -> tuple[pa.Table, int]:
+    """The window's truth ``holdout`` (of ``[start, end)``), and when it holds fewer than
+    ``min_warm_users`` warm users, with the latest positives of warm users it does not reach
+    (``features/sql/last_positives.sql``; ``clean_events`` on ``con`` then loses those pairs:
+    :func:`features.build.exclude_pairs`). Returns the truth, sorted by user and item, and how
+    many users were added.
+
+    Point in time: only events before ``start`` are held out. A short window over bursty data
+    (each user active a day or two) can hold a handful of warm users, too few for any candidate
+    to win that segment outside the bootstrap noise, so popularity would serve every user with a
+    history by default."""
     segments = holdout.column("user_segment").to_pylist()
     users = holdout.column(C.user_id).to_pylist()
     warm = {u for u, seg in zip(users, segments, strict=True) if seg == "warm"}
     if len(warm) >= min_warm_users:
-        return holdout.slice(0, 0)
-    return run_sql(
+        return holdout, 0
+    held = run_sql(
         con, "last_positives", start=start, end=end, share=LAST_SHARE,
         max_users=LAST_POSITIVE_USERS, **sql,
     )  # fmt: skip
+    if held.num_rows == 0:
+        return holdout, 0
+    exclude_pairs(con, held)
+    both = _frame(pa.concat_tables([holdout, held], promote_options="permissive"))
+    return both.sort(C.user_id, C.item_id).to_arrow(), len(held.column(C.user_id).unique())
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:

@@ -6,7 +6,9 @@ configuration on the data that chose it). So a study trains on the events before
 ``as_of - 2 * holdout_days`` and scores each epoch on the window after it, up to the nightly's
 window: the truth is what the base signal calls a positive in that window (so every trial is
 judged on the same pairs), the lists are as served (the model's, topped up with the popular
-list), the metric is mean precision@k per window user (a fixed sample of at most 5,000).
+list), the metric is mean precision@k per window user (a fixed sample of at most 5,000). As in
+the nightly, a window with fewer than ``min_warm_users`` warm users also judges warm users on
+their latest positives before it (:func:`pipelines.features.with_last_positives`).
 
 Trial 0 is the configuration in use, so the study's best is never worse than it on this window.
 Each epoch is reported to a median pruner (a trial below the median of earlier trials at the same
@@ -43,7 +45,7 @@ from models.evaluate import mean_metrics, per_user_metrics
 from models.lightfm_model import LightFMRecommender, train_with_early_stopping
 from models.params import LightFMParams
 from models.policy import fill_to_k
-from pipelines.features import lake_inputs
+from pipelines.features import lake_inputs, with_last_positives
 from pipelines.stores import Stores, warehouse
 from pipelines.stores.tracking import Tracking
 
@@ -125,15 +127,27 @@ class _Window:
     """The study's tables, computed once from the lake (the interactions once per signal)."""
 
     def __init__(
-        self, stores: Stores, start: datetime, end: datetime, signal: SignalParams, k: int
+        self,
+        stores: Stores,
+        start: datetime,
+        end: datetime,
+        signal: SignalParams,
+        k: int,
+        min_warm_users: int = 0,
     ) -> None:
         self.start = start
         self.con = duckdb.connect()
         register_inputs(self.con, **lake_inputs(stores, end))
         sql = signal.sql_params()
+        # As the nightly's window: a thin one also judges warm users on their latest positives
+        # before it, and every table below is then built without those pairs.
+        truth, self.last_positive_users = with_last_positives(
+            self.con, run_sql(self.con, "holdout", start=start, end=end, **sql), start, end, sql,
+            min_warm_users,
+        )  # fmt: skip
+        self.truth = _frame(truth)
         self.users = _frame(run_sql(self.con, "user_features", as_of=start, **sql))
         self.items = _frame(run_sql(self.con, "item_features", as_of=start, **sql))
-        self.truth = _frame(run_sql(self.con, "holdout", start=start, end=end, **sql))
         self._interactions: dict[str, pl.DataFrame] = {}
         base = self.interactions(signal)
         self.seen = base.select(C.user_id, C.item_id)
@@ -183,6 +197,7 @@ def tune(
     timeout_s: float | None,
     run_id: str,
     seed: int = 0,
+    min_warm_users: int = 0,
 ) -> TuneReport:
     """Run one study (module docstring) and record its best configuration.
 
@@ -192,7 +207,7 @@ def tune(
     started = time.perf_counter()
     end = as_of - timedelta(days=holdout_days)
     start = end - timedelta(days=holdout_days)
-    window = _Window(stores, start, end, signal, k)
+    window = _Window(stores, start, end, signal, k, min_warm_users)
     if window.window_users.height == 0 or window.data(signal).interactions.height == 0:
         raise ValueError(
             f"tuning window [{start.isoformat()}, {end.isoformat()}): no users with a positive in "
@@ -253,7 +268,8 @@ def tune(
     with mlflow.start_run(run_name=f"tune-{as_of:%Y-%m-%d}", experiment_id=experiment_id,
                           tags=tags) as parent:  # fmt: skip
         mlflow.log_params({"n_trials": n_trials, "timeout_s": timeout_s, "k": k, "seed": seed,
-                           "holdout_days": holdout_days})  # fmt: skip
+                           "holdout_days": holdout_days,
+                           "last_positive_users": window.last_positive_users})  # fmt: skip
         study.optimize(
             objective, n_trials=n_trials, timeout=timeout_s, gc_after_trial=True,
             show_progress_bar=sys.stderr.isatty(),  # a bar in a terminal, none in logs

@@ -18,7 +18,7 @@ from pipelines.sources.readers import FileSource
 from pipelines.stores import Stores
 from pipelines.stores.tracking import Tracking
 from pipelines.suites.events import ValidationThresholds
-from pipelines.tune import TuneReport, latest_tuning, tune
+from pipelines.tune import TuneReport, _Window, latest_tuning, tune
 from pipelines.validate import validate
 from tests.unit.test_stages import _truncated_landing
 
@@ -109,3 +109,26 @@ def test_the_nightly_trains_with_the_tuned_configuration(
     assert chosen.model_dump(exclude=same) == tuned.params.model_dump(exclude=same)
     assert float(run.data.params["signal_min_rating"]) == tuned.signal.min_rating
     assert run.data.params["signal_max_repeats"] == str(tuned.signal.max_repeats)
+
+
+def test_a_thin_tuning_window_also_judges_warm_users_on_their_latest_positives(
+    study: tuple[TuneReport, Tracking, Stores],
+) -> None:
+    """As the nightly's window: below ``min_warm_users`` the study's truth gains the latest
+    positives of warm users the window does not reach, and its trials never train on them."""
+    _, _, stores = study
+    end = AS_OF - timedelta(days=HOLDOUT)
+    start = end - timedelta(days=HOLDOUT)
+    plain = _Window(stores, start, end, SignalParams(), 5)
+    thin = _Window(stores, start, end, SignalParams(), 5, min_warm_users=10**6)
+    try:
+        assert plain.last_positive_users == 0
+        assert thin.last_positive_users > 0
+        pairs = ["user_id", "item_id"]
+        added = thin.truth.join(plain.truth, on=pairs, how="anti")
+        assert added["user_id"].n_unique() == thin.last_positive_users
+        assert added.join(thin.interactions(SignalParams()), on=pairs, how="semi").height == 0
+        assert added.join(plain.interactions(SignalParams()), on=pairs, how="semi").height > 0
+    finally:
+        plain.con.close()
+        thin.con.close()
