@@ -78,7 +78,7 @@ def _stage(name: str, preset: str, root: str, queue: Any) -> None:
     elif name == "features":
         report = build_features(
             paths, as_of=as_of, holdout_days=7, top_k=SERVING_K, signal=SignalParams(),
-            popularity=PopularityParams(),
+            popularity=PopularityParams(), min_warm_users=GateParams().min_users,
         )  # fmt: skip
         rows = report.rows["interactions"]
     elif name == "train":

@@ -185,7 +185,7 @@ def _features(run: Run, as_of: datetime, backfill: bool = False) -> FeaturesRepo
         s.stores(), as_of=as_of, holdout_days=s.holdout_days, top_k=s.serving_k,
         signal=configuration(run)[1],
         popularity=s.popularity, schema=features_schema(as_of, backfill=backfill),
-        min_warm_users=s.gate.min_users,
+        min_warm_users=s.gate.min_users, truth=s.signal,
     )  # fmt: skip
 
 

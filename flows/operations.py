@@ -102,7 +102,7 @@ def tune_flow(
             s.stores(), s.tracking(), as_of=_resolve(run, as_of), holdout_days=s.holdout_days,
             k=s.top_k, base=base,
             signal=signal, n_trials=n_trials, timeout_s=timeout_minutes * 60,
-            run_id=run.run_id, seed=seed, min_warm_users=s.gate.min_users,
+            run_id=run.run_id, seed=seed, min_warm_users=s.gate.min_users, truth=s.signal,
         )  # fmt: skip
         get_run_logger().info(
             "tuned: precision@%d %.4f over %d trials (%d pruned); in use before: %.4f",

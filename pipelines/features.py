@@ -84,6 +84,7 @@ def build_features(
     popularity: PopularityParams,
     schema: str = warehouse.LATEST,
     min_warm_users: int = 0,
+    truth: SignalParams | None = None,
 ) -> FeaturesReport:
     """The feature tables of one run, from events before ``as_of`` only, into the warehouse.
 
@@ -96,6 +97,11 @@ def build_features(
     users the window does not reach (leave-last-out, before the window's start: see
     :func:`with_last_positives`), and the evaluation tables are built without those pairs.
 
+    ``signal`` makes the training tables; ``truth`` (default: ``signal``) says what the window
+    counts as a like (its ``min_rating``). The nightly passes the configured signal as ``truth``
+    and a study's tuned one as ``signal``, so a tuned threshold changes what candidates learn
+    from, never what they are judged on (as in the study itself, :mod:`pipelines.tune`).
+
     The tables go to warehouse ``schema``: the latest (``main``), or a backfill's own
     (:func:`pipelines.stores.warehouse.features_schema`), the oldest of which are dropped.
     """
@@ -105,13 +111,14 @@ def build_features(
     try:
         register_inputs(con, **lake_inputs(stores, as_of))
         sql = signal.sql_params()
+        judged = (truth or signal).sql_params()
         for name in tqdm(FEATURE_TABLES, desc="features", unit="table", disable=None, leave=False):
             if name == "holdout":
-                tables[name] = run_sql(con, name, start=start, end=as_of, **sql)
+                tables[name] = run_sql(con, name, start=start, end=as_of, **judged)
             else:
                 tables[name] = run_sql(con, name, as_of=as_of, **sql)
         tables["holdout"], last_users = with_last_positives(
-            con, tables["holdout"], start, as_of, sql, min_warm_users
+            con, tables["holdout"], start, as_of, judged, min_warm_users
         )
         for name, eval_name in EVALUATION_TABLES.items():
             tables[eval_name] = run_sql(con, name, as_of=start, **sql)

@@ -5,10 +5,13 @@ The protocol, fixed before any number is seen: the nightly evaluates its candida
 configuration on the data that chose it). So a study trains on the events before
 ``as_of - 2 * holdout_days`` and scores each epoch on the window after it, up to the nightly's
 window: the truth is what the base signal calls a positive in that window (so every trial is
-judged on the same pairs), the lists are as served (the model's, topped up with the popular
-list), the metric is mean precision@k per window user (a fixed sample of at most 5,000). As in
-the nightly, a window with fewer than ``min_warm_users`` warm users also judges warm users on
-their latest positives before it (:func:`pipelines.features.with_last_positives`).
+judged on the same pairs; with ``truth`` given, that signal defines it instead: the flow passes
+the configured one, as the nightly does for its own window, so a tuned ``min_rating`` changes
+what candidates learn from, never what counts as a like), the lists are as served (the model's,
+topped up with the popular list), the metric is mean precision@k per window user (a fixed
+sample of at most 5,000). As in the nightly, a window with fewer than ``min_warm_users`` warm
+users also judges warm users on their latest positives before it
+(:func:`pipelines.features.with_last_positives`).
 
 Trial 0 is the configuration in use, so the study's best is never worse than it on this window.
 Each epoch is reported to a median pruner (a trial below the median of earlier trials at the same
@@ -134,16 +137,18 @@ class _Window:
         signal: SignalParams,
         k: int,
         min_warm_users: int = 0,
+        judged_by: SignalParams | None = None,
     ) -> None:
         self.start = start
         self.con = duckdb.connect()
         register_inputs(self.con, **lake_inputs(stores, end))
         sql = signal.sql_params()
+        judged = (judged_by or signal).sql_params()
         # As the nightly's window: a thin one also judges warm users on their latest positives
         # before it, and every table below is then built without those pairs.
         truth, self.last_positive_users = with_last_positives(
-            self.con, run_sql(self.con, "holdout", start=start, end=end, **sql), start, end, sql,
-            min_warm_users,
+            self.con, run_sql(self.con, "holdout", start=start, end=end, **judged), start, end,
+            judged, min_warm_users,
         )  # fmt: skip
         self.truth = _frame(truth)
         self.users = _frame(run_sql(self.con, "user_features", as_of=start, **sql))
@@ -198,6 +203,7 @@ def tune(
     run_id: str,
     seed: int = 0,
     min_warm_users: int = 0,
+    truth: SignalParams | None = None,
 ) -> TuneReport:
     """Run one study (module docstring) and record its best configuration.
 
@@ -207,7 +213,7 @@ def tune(
     started = time.perf_counter()
     end = as_of - timedelta(days=holdout_days)
     start = end - timedelta(days=holdout_days)
-    window = _Window(stores, start, end, signal, k, min_warm_users)
+    window = _Window(stores, start, end, signal, k, min_warm_users, truth)
     if window.window_users.height == 0 or window.data(signal).interactions.height == 0:
         raise ValueError(
             f"tuning window [{start.isoformat()}, {end.isoformat()}): no users with a positive in "

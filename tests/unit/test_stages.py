@@ -62,7 +62,11 @@ def _world(root: Path, landing: Path) -> World:
 
 
 def _prepare(
-    world: World, as_of: datetime | None = None, min_warm_users: int = 0
+    world: World,
+    as_of: datetime | None = None,
+    min_warm_users: int = 0,
+    signal: SignalParams = SIGNAL,
+    truth: SignalParams | None = None,
 ) -> FeaturesReport:
     """Extract and validate the landing folder, then build features for ``as_of`` (default:
     midnight after the newest clean event)."""
@@ -72,8 +76,8 @@ def _prepare(
         latest = lake.latest_event_ts(world.stores.lake)
         as_of = latest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     return build_features(
-        world.stores, as_of=as_of, holdout_days=HOLDOUT_DAYS, top_k=K, signal=SIGNAL,
-        popularity=POPULARITY, min_warm_users=min_warm_users,
+        world.stores, as_of=as_of, holdout_days=HOLDOUT_DAYS, top_k=K, signal=signal,
+        popularity=POPULARITY, min_warm_users=min_warm_users, truth=truth,
     )  # fmt: skip
 
 
@@ -137,6 +141,43 @@ def test_a_window_with_too_few_warm_users_adds_their_latest_positives_held_out(
     assert added.join(inter, on=pairs, how="semi").height == added.height  # refitted on
     # each such user keeps a history to be scored from
     assert set(added["user_id"]) <= set(eval_inter.filter(pl.col("positive"))["user_id"])
+
+
+def test_a_tuned_rating_threshold_changes_what_is_learned_not_what_is_judged(
+    tmp_path: Path, tiny_landing: Path, features: FeaturesReport
+) -> None:
+    """With a study's signal (3-star ratings are likes) and the configured one as ``truth``,
+    the candidates train on more positives but the window's truth is the configured one's."""
+    import gzip
+    import json
+
+    landing = tmp_path / "landing"
+    shutil.copytree(tiny_landing, landing)
+    # 3-star ratings alone (the synthetic ratings follow a view, a like either way): two in the
+    # window (the 4 days before as_of), one before it.
+    day = features.as_of - timedelta(days=2)
+    lines = [
+        {"event_id": f"x{n}", "user_id": user, "item_id": item, "event_type": "rating",
+         "event_ts": (day - timedelta(days=back)).isoformat(), "value": 3.0, "session_id": None}
+        for n, (user, item, back) in enumerate(
+            [("u000001", "i00100", 0), ("u000002", "i00101", 0), ("u000003", "i00102", 6)]
+        )
+    ]  # fmt: skip
+    extra = landing / "events" / f"events-{day:%Y-%m-%d}-late.jsonl.gz"
+    extra.write_bytes(gzip.compress("".join(json.dumps(x) + "\n" for x in lines).encode()))
+    mine = _world(tmp_path / "w", landing)
+    tuned = SIGNAL.model_copy(update={"min_rating": 3.0})
+    found = {}
+    for name, signal, truth in (
+        ("configured", SIGNAL, None), ("judged by tuned", tuned, None), ("tuned", tuned, SIGNAL),
+    ):  # fmt: skip
+        _prepare(mine, features.as_of, signal=signal, truth=truth)
+        found[name] = warehouse.read_tables(mine.stores.warehouse, "holdout", "eval_interactions")
+    assert found["tuned"][0].equals(found["configured"][0])  # judged on the same likes
+    positives = {name: int(inter["positive"].sum()) for name, (_, inter) in found.items()}
+    assert positives["tuned"] == positives["configured"] + 1  # trained on one more
+    # the threshold judged by, too: the two 3-star ratings in the window become truth
+    assert found["judged by tuned"][0].height == found["configured"][0].height + 2
 
 
 @pytest.fixture(scope="module")
