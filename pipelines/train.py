@@ -113,6 +113,15 @@ def _window(
     return _Window(data, window_users, holdout, seen, popular)
 
 
+def last_positive_users(holdout: pl.DataFrame) -> int:
+    """Window users judged on their own latest positives before the window (``truth`` is
+    ``last_positives``: :func:`pipelines.features.with_last_positives`); 0 for a holdout built
+    before that column existed."""
+    if "truth" not in holdout.columns:
+        return 0
+    return holdout.filter(pl.col("truth") == "last_positives")[C.user_id].n_unique()
+
+
 MAX_STOPPING_USERS = 5_000
 """Early stopping scores each epoch on at most this many window users (a fixed sample)."""
 
@@ -358,6 +367,7 @@ def _evaluate_decide_refit(
         {**models, EASE: item_model}, long_popular, window.users, window.seen, threads
     )
     del long_popular
+    last_users = last_positive_users(window.holdout)
     review = reviewer.write(
         review_dir,
         extra=auc_metrics(
@@ -369,7 +379,8 @@ def _evaluate_decide_refit(
             name=tracking.model_name, as_of=f"{as_of:%Y-%m-%d %H:%M:%S} UTC",
             window_start=f"{window_start:%Y-%m-%d %H:%M:%S} UTC",
             volumes={**volumes, "window users": window.users.height,
-                     "window liked pairs": window.holdout.height},
+                     "window liked pairs": window.holdout.height,
+                     "warm users judged on their latest positives": last_users},
             features={"users": refit.user_attributes(), "items": names(matrices.item_vocabulary)},
             params=refit_params.model_dump(), promoted=decision.promote,
             reasons=decision.reasons, serving=serving, serves=serve and serving_params is not None,
@@ -396,6 +407,7 @@ def _evaluate_decide_refit(
             "n_items": volumes["items"],
             "n_interactions": volumes["interactions"],
             "n_holdout_pairs": window.holdout.height,
+            "n_last_positive_users": last_users,
         },
         metrics=metrics,
         tags={

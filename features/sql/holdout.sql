@@ -1,7 +1,8 @@
 -- holdout: the evaluation window's truth. One row per user_id x item_id with a positive event in
 -- [$start, $end) (a rating below $min_rating is not one) on a pair the user had no event on
 -- before $start. user_segment: 'warm' when the user has an event before $start, else 'cold'
--- (scored from attributes alone); new_item: nobody had an event on the item before $start.
+-- (scored from attributes alone); new_item: nobody had an event on the item before $start;
+-- truth: 'window' (rows of last_positives.sql, added to a thin window, say 'last_positives').
 with before_window as (
     select distinct user_id, item_id from clean_events where event_ts < $start
 ),
@@ -29,7 +30,8 @@ final as (
         in_window.item_id,
         in_window.n_events,
         case when warm_users.user_id is null then 'cold' else 'warm' end as user_segment,
-        known_items.item_id is null as new_item
+        known_items.item_id is null as new_item,
+        'window' as truth
     from in_window
     left join warm_users using (user_id)
     left join known_items using (item_id)

@@ -5,7 +5,8 @@
 -- by md5(user_id). Each keeps its latest ceil($share x pairs) positive pairs (at least one,
 -- ordered by the pair's latest positive event, then item_id) as truth; the candidates then
 -- train without any event on those pairs. Same columns as holdout; user_segment is 'warm';
--- new_item: no event on the item before $start apart from those on held-out pairs.
+-- new_item: no event on the item before $start apart from those on held-out pairs; truth is
+-- 'last_positives'.
 with positive_pairs as (
     select user_id, item_id, count(*) as n_events, max(event_ts) as last_ts
     from clean_events
@@ -62,7 +63,8 @@ final as (
         held.item_id,
         held.n_events,
         'warm' as user_segment,
-        known_items.item_id is null as new_item
+        known_items.item_id is null as new_item,
+        'last_positives' as truth
     from held
     left join known_items using (item_id)
 )

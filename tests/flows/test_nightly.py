@@ -127,6 +127,10 @@ def test_mlflow_holds_the_run_metrics_and_champion(
         for metric in ("precision_at_10", "recall_at_10", "ndcg_at_10"):
             assert f"{who}_{metric}" in run.data.metrics
     assert run.data.params["lightfm_loss"] == "warp"
+    # how many warm users the features stage judged on their latest positives (a thin window)
+    assert run.data.params["n_last_positive_users"] == str(
+        first_run["features"].last_positive_users
+    )
     # the reviewer can go from the MLflow run to the Prefect flow run that trained it
     url = run.data.tags.get("prefect_flow_run_url")
     assert url is None or (url.startswith("http") and run.data.tags["flow_run_id"] in url)

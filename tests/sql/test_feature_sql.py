@@ -122,11 +122,11 @@ def test_holdout(con: duckdb.DuckDBPyConnection) -> None:
     got = _run(con, "holdout", start=AS_OF, end=HOLDOUT_END, **SIGNAL)
     # u1's i1 was seen before the window; u9 has no history: a cold user; hour 80 is after it.
     assert got.rows() == [
-        ("u1", "i3", 1, "warm", False),
-        ("u2", "i2", 1, "warm", False),
-        ("u9", "i1", 1, "cold", False),
+        ("u1", "i3", 1, "warm", False, "window"),
+        ("u2", "i2", 1, "warm", False, "window"),
+        ("u9", "i1", 1, "cold", False, "window"),
     ]
-    assert got.columns == ["user_id", "item_id", "n_events", "user_segment", "new_item"]
+    assert got.columns == ["user_id", "item_id", "n_events", "user_segment", "new_item", "truth"]
 
 
 def test_last_positives() -> None:
@@ -155,11 +155,11 @@ def test_last_positives() -> None:
     register_frames(con, clean_events=events, users=USERS, items=ITEMS)
     params = {"start": AS_OF, "end": HOLDOUT_END, "min_rating": 4.0, "max_users": 10}
     got = _run(con, "last_positives", share=0.2, **params)
-    assert got.columns == ["user_id", "item_id", "n_events", "user_segment", "new_item"]
+    assert got.columns == ["user_id", "item_id", "n_events", "user_segment", "new_item", "truth"]
     assert got.rows() == [
-        ("u1", "i5", 2, "warm", False),
-        ("u2", "i2", 1, "warm", False),  # i6 (hour 10) was a low rating: no positive
-        ("u5", "i7", 1, "warm", True),
+        ("u1", "i5", 2, "warm", False, "last_positives"),
+        ("u2", "i2", 1, "warm", False, "last_positives"),  # i6 (hour 10): a low rating
+        ("u5", "i7", 1, "warm", True, "last_positives"),
     ]
     # half of u1's five pairs, rounded up: the three latest
     half = _run(con, "last_positives", share=0.5, **params)

@@ -35,7 +35,7 @@ from pipelines.sources.readers import FileSource
 from pipelines.stores import Stores, lake, scored, warehouse
 from pipelines.stores.tracking import Tracking, log_training_run, set_aliases
 from pipelines.suites.events import ValidationThresholds
-from pipelines.train import TrainReport, train
+from pipelines.train import TrainReport, last_positive_users, train
 from pipelines.validate import validate
 
 AT = datetime(2030, 1, 1, tzinfo=UTC)
@@ -136,6 +136,10 @@ def test_a_window_with_too_few_warm_users_adds_their_latest_positives_held_out(
     assert added.height == holdout.height - window.height > 0
     assert added["user_id"].n_unique() == report.last_positive_users
     assert set(added["user_segment"]) == {"warm"}
+    assert set(added["truth"]) == {"last_positives"}
+    assert set(window["truth"]) == {"window"}
+    assert last_positive_users(holdout) == report.last_positive_users
+    assert last_positive_users(window) == 0
     assert not set(added["user_id"]) & set(window["user_id"])  # not judged twice
     assert added.join(eval_inter, on=pairs, how="semi").height == 0  # never trained on
     assert added.join(inter, on=pairs, how="semi").height == added.height  # refitted on
