@@ -37,12 +37,6 @@ def default_as_of(now: datetime) -> datetime:
     return now
 
 
-TABLE_ORDER = (
-    "interactions", "eval_interactions", "holdout", "user_features", "eval_user_features",
-    "item_features", "eval_item_features", "popular_items",
-)  # fmt: skip
-"""The tables of a build, in the order of ``feature_runs``' row-count columns."""
-
 EVALUATION_TABLES = {
     "interactions": "eval_interactions",
     "user_features": "eval_user_features",
@@ -135,7 +129,6 @@ def build_features(
     )
     available = data.items.filter(pl.col(C.available))[C.item_id]
     tables["popular_items"] = popular_items(data, popularity, top_k, available).to_arrow()
-    tables = {name: tables[name] for name in TABLE_ORDER}
     rows = {name: table.num_rows for name, table in tables.items()}
     manifest = content_manifest(tables)
     # One transaction: a kill leaves the previous feature tables whole, never a mix.
@@ -190,10 +183,8 @@ def with_last_positives(
     (each user active a day or two) can hold a handful of warm users, too few for any candidate
     to win that segment outside the bootstrap noise, so popularity would serve every user with a
     history by default."""
-    segments = holdout.column("user_segment").to_pylist()
-    users = holdout.column(C.user_id).to_pylist()
-    warm = {u for u, seg in zip(users, segments, strict=True) if seg == "warm"}
-    if len(warm) >= min_warm_users:
+    warm = _frame(holdout).filter(pl.col("user_segment") == "warm")[C.user_id].n_unique()
+    if warm >= min_warm_users:
         return holdout, 0
     held = run_sql(
         con, "last_positives", start=start, end=end, share=LAST_SHARE,
