@@ -337,17 +337,21 @@ def _prepare_row(
 @njit(cache=True, nogil=True)
 def _group_maxima(row: np.ndarray, n_groups: int, maxima: np.ndarray) -> None:
     """Maximum of each group ``{j : j mod n_groups == g}`` of the row into ``maxima``: an
-    element-wise max of consecutive ``n_groups``-long runs, which vectorises."""
+    element-wise max of consecutive ``n_groups``-long runs, which vectorises when the runs are
+    whole slices (a loop bound ``min(n_groups, n_items - start)`` kept it scalar: 9 -> 2.3 us
+    a row of 9,530 items)."""
     n_items = row.shape[0]
-    for g in range(n_groups):
-        maxima[g] = row[g]
+    maxima[:n_groups] = row[:n_groups]
     start = n_groups
-    while start < n_items:
-        for g in range(min(n_groups, n_items - start)):
-            v = row[start + g]
-            a = maxima[g]
+    while start + n_groups <= n_items:
+        run = row[start : start + n_groups]
+        for g in range(n_groups):
+            v, a = run[g], maxima[g]
             maxima[g] = v if v > a else a
         start += n_groups
+    for g in range(n_items - start):
+        v, a = row[start + g], maxima[g]
+        maxima[g] = v if v > a else a
 
 
 @njit(cache=True, nogil=True)
@@ -380,35 +384,47 @@ def _bound(maxima: np.ndarray, n_groups: int, m: int) -> float:
 
 
 @njit(cache=True, nogil=True)
-def _best_m(row: np.ndarray, m: int, maxima: np.ndarray, keys: np.ndarray) -> int:
+def _best_m(
+    row: np.ndarray, m: int, maxima: np.ndarray, groups: np.ndarray, keys: np.ndarray
+) -> int:
     """The best ``m`` finite scores of one prepared row (:func:`_prepare_row`), best first, as
     sort keys in ``keys[:returned]`` (:func:`_key_item` reads the item back); returns how many
-    (fewer than ``m`` only when the row has no more).
+    (fewer than ``m`` only when the row has no more). ``maxima``, ``groups``: scratch, as long
+    as the row.
 
     The row's items fall into 8m strided groups; a bound that at least m group maxima reach
     leaves ~m groups to look into and ~m items at or above it, which are sorted by one integer
-    key: the score's order-preserving bits, descending, then the item position ascending."""
+    key: the score's order-preserving bits, descending, then the item position ascending.
+    Groups and items are gathered without branches (a ~1 in 8 chance per group, ~1 in 12 per
+    item, at random: a branch there mispredicted often; 6.1 -> ~2 us a row)."""
     n_items = row.shape[0]
-    n_groups = n_items
-    bound = -np.inf
+    size = 0
     if m * 16 <= n_items:
         n_groups = 8 * m
         _group_maxima(row, n_groups, maxima)
         bound = _bound(maxima, n_groups, m)
-    bits = row.view(np.int32)
-    size = 0
-    for g in range(n_groups):
-        if n_groups < n_items and maxima[g] < bound:
-            continue
-        for j in range(g, n_items, n_groups):
+        n_open = 0
+        for g in range(n_groups):
+            groups[n_open] = g
+            n_open += not maxima[g] < bound  # a NaN maximum may hide finite items
+        for i in range(n_open):
+            for j in range(groups[i], n_items, n_groups):
+                v = row[j]
+                keys[size] = j
+                size += (v >= bound) & (v > -np.inf) & (v < np.inf)
+    else:
+        for j in range(n_items):
             v = row[j]
-            if v >= bound and np.isfinite(v):
-                b = bits[j]
-                if b == np.int32(-2147483648):  # -0.0 ranks as 0.0
-                    b = np.int32(0)
-                up = np.uint64(np.uint32(~b)) if b < 0 else np.uint64(np.uint32(b) | _SIGN)
-                keys[size] = ((np.uint64(0xFFFFFFFF) - up) << np.uint64(32)) | np.uint64(j)
-                size += 1
+            keys[size] = j
+            size += (v > -np.inf) & (v < np.inf)
+    bits = row.view(np.int32)
+    for i in range(size):
+        j = keys[i]
+        b = bits[j]
+        if b == np.int32(-2147483648):  # -0.0 ranks as 0.0
+            b = np.int32(0)
+        up = np.uint64(np.uint32(~b)) if b < 0 else np.uint64(np.uint32(b) | _SIGN)
+        keys[i] = ((np.uint64(0xFFFFFFFF) - up) << np.uint64(32)) | j
     keys[:size].sort()
     return min(size, m)
 
@@ -440,6 +456,7 @@ def _select_rows(
     counts = np.zeros(max(n_categories, 1), np.int64)
     keys = np.empty(n_items, np.uint64)
     maxima = np.empty(n_items, np.float32)
+    groups = np.empty(n_items, np.int64)
     for r in range(n_rows):
         for c in range(k):
             out_idx[r, c] = -1
@@ -447,7 +464,7 @@ def _select_rows(
         row = scores[r]
         _prepare_row(row, ex_idx, ex_ptr[r], ex_ptr[r + 1], column, boost)
         if not capped:
-            size = _best_m(row, k, maxima, keys)
+            size = _best_m(row, k, maxima, groups, keys)
             for c in range(size):
                 item = _key_item(keys[c])
                 out_idx[r, c] = positions[item]
@@ -457,7 +474,7 @@ def _select_rows(
         # whenever the walk fills k from them, so m grows only when it does not.
         m = min(n_items, 2 * k)
         while True:
-            size = _best_m(row, m, maxima, keys)
+            size = _best_m(row, m, maxima, groups, keys)
             counts[:] = 0
             taken = 0
             for c in range(size):
