@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -71,9 +72,19 @@ class LightFMRecommender(RecommendsByRank):
         snapshot = _snapshot(_fit(matrices, params), matrices, params)
         return cls(**{f.name: getattr(snapshot, f.name) for f in fields(cls)})
 
-    def _user_features(self, users: pl.DataFrame) -> tuple[sp.csr_matrix, pl.Series]:
+    @cached_property
+    def _warm_ids(self) -> pl.Series:
+        """The user ids with an identity embedding (the score stage asks chunk after chunk)."""
         warm_ids = self.user_vocabulary.filter(self.user_vocabulary.str.starts_with(ID_TOKEN))
-        warm_ids = warm_ids.str.strip_prefix(ID_TOKEN)
+        return warm_ids.str.strip_prefix(ID_TOKEN)
+
+    @cached_property
+    def _attributes(self) -> tuple[str, ...]:
+        names = self.user_vocabulary.str.split_exact("=", 1).struct.field("field_0").unique()
+        return tuple(sorted(n for n in names.to_list() if n != ID_TOKEN.rstrip("=")))
+
+    def _user_features(self, users: pl.DataFrame) -> tuple[sp.csr_matrix, pl.Series]:
+        warm_ids = self._warm_ids
         columns = [c for c in self.user_attributes() if c in users.columns]
         lists = [c for c in columns if users.schema[c] == pl.List(pl.String)]
         scalars = [c for c in columns if c not in lists]
@@ -112,8 +123,7 @@ class LightFMRecommender(RecommendsByRank):
 
     def user_attributes(self) -> list[str]:
         """The user columns the model has feature embeddings for."""
-        names = self.user_vocabulary.str.split_exact("=", 1).struct.field("field_0").unique()
-        return sorted(n for n in names.to_list() if n != ID_TOKEN.rstrip("="))
+        return list(self._attributes)
 
     def item_vectors(self) -> np.ndarray:
         """items x d+1: embedding, then the bias multiplied by the user's constant 1."""

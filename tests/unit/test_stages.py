@@ -679,3 +679,17 @@ def test_excluded_pairs_are_the_interactions_then_the_new_blocked_pairs_each_onc
     assert sorted(got.rows()[3:]) == [("u2", "c"), ("u3", "a")]
     empty = blocklist.clear()
     assert _excluded_pairs(interactions, empty).rows() == [("u1", "a"), ("u1", "b"), ("u2", "a")]
+
+
+def test_coded_pairs_mark_warm_users_by_their_events_not_by_blocked_pairs() -> None:
+    """A user is warm by an interaction, even one on an item the catalog no longer has; a
+    blocked pair alone leaves them cold. Pairs of unknown users or items are dropped."""
+    from pipelines.score import _coded_pairs, _excluded_pairs
+
+    interactions = pl.DataFrame({"user_id": ["u1", "u2", "ghost"], "item_id": ["a", "gone", "a"]})
+    blocklist = pl.DataFrame({"user_id": ["u3", "u1"], "item_id": ["b", "b"]})
+    excluded = _excluded_pairs(interactions, blocklist)
+    users, items = pl.Series(["u1", "u2", "u3"]), pl.Series(["a", "b"])
+    matrix, warm = _coded_pairs(excluded, interactions.height, users, items)
+    assert warm.tolist() == [True, True, False]
+    assert matrix.toarray().tolist() == [[1, 1], [0, 0], [0, 1]]
