@@ -78,13 +78,8 @@ class ServingReader:
             else:
                 import psycopg
 
-                # A host that drops packets fails in seconds, not at the TCP timeout (minutes).
-                url = self.store.url
-                if "connect_timeout" not in url:
-                    url += ("&" if "?" in url else "?") + "connect_timeout=5"
                 try:
-                    conn = psycopg.connect(url, autocommit=True)
-                    conn.execute("set default_transaction_read_only = on")
+                    conn = psycopg.connect(**_read_only_params(self.store.url), autocommit=True)
                 except psycopg.OperationalError as exc:
                     raise ServingUnavailableError(
                         f"{redact(self.store.url)}: cannot connect: {_first_line(exc)}"
@@ -141,6 +136,20 @@ class ServingReader:
                 if rows:
                     break
         return [Recommendation(int(r), str(i), float(s), str(src)) for r, i, s, src in rows]
+
+
+def _read_only_params(url: str) -> dict[str, Any]:
+    """``url``'s connection parameters for a reader: every transaction read-only from the
+    start (a startup option: a ``SET`` after connecting was one more round trip, which a service
+    connecting per request pays on each: idle p50/p99 4.3-4.7/11-11.7 -> 3.8-4.3/6.6-7.8 ms
+    here), the URL's own options kept; and a host that drops packets fails in seconds, not at
+    the TCP timeout (minutes)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    params.setdefault("connect_timeout", "5")
+    params["options"] = f"{params.get('options') or ''} -c default_transaction_read_only=on"
+    return params
 
 
 def _first_line(exc: BaseException) -> str:
