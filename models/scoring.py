@@ -395,8 +395,10 @@ def _best_m(
     The row's items fall into 8m strided groups; a bound that at least m group maxima reach
     leaves ~m groups to look into and ~m items at or above it, which are sorted by one integer
     key: the score's order-preserving bits, descending, then the item position ascending.
-    Groups and items are gathered without branches (a ~1 in 8 chance per group, ~1 in 12 per
-    item, at random: a branch there mispredicted often; 6.1 -> ~2 us a row)."""
+    Groups and items are gathered without branches: a group is open about one time in 8, an
+    item in it above the bound one time in 12, at random, so a branch there mispredicted often
+    (with the vectorised maxima, the whole selection went from 17.5 to 8.4-11 us a row of 9,530
+    items)."""
     n_items = row.shape[0]
     size = 0
     if m * 16 <= n_items:
