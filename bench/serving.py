@@ -11,8 +11,9 @@ case runs in its own child process, so its peak RSS (VmHWM, imports and inputs i
 its own; ``inputs`` is what the process held before the timed calls. Each case runs twice and
 the faster run is reported (the first also pays page faults of fresh buffers and cold
 caches). The machine's speed drifts between cases run minutes apart (the bare product took
-0.37-0.72 s across one day), so each stage case also times the bare product in its own process
-right after the stage, and prints the ratio of that pair beside the table's. Readers during
+0.37-0.72 s across one day) and within a minute, so each stage case then runs five more times,
+each run followed by the bare product in its own process, and prints the median of those five
+ratios and their range beside the table's ratio. Readers during
 publishes: two processes keep a connection, two connect per read, all four reading as fast as
 they can on the same two cores as the publishes. Nothing here asserts on time.
 
@@ -321,15 +322,42 @@ def _child(name: str, root: str, k: int, url: str, queue: Any) -> None:
     best, detail = _best_of(action)
     peak = _rss_mb()
     if name.startswith("score stage"):
-        # The reference again, in this process, right after (its 2 GB come after the stage's
-        # peak is read): the machine's speed drifts between cases minutes apart, so the ratio
-        # from this pair is the one to trust (see the docstring).
-        detail = {**(detail or {}), SAME_PROCESS_BARE: _best_of(case_bare_product(base, k))[0]}
+        # The reference in this process, after the stage's peak is read (its 2 GB would count
+        # in it), alternating with the stage: the machine's speed drifts within a minute, so
+        # these pairs' ratios are the ones to trust (see the docstring).
+        detail = {**(detail or {}), **_paired_ratios(action, case_bare_product(base, k))}
     queue.put((best, peak, inputs, detail))
 
 
-SAME_PROCESS_BARE = "bare product, same process"
+PAIRS = 5
+BARE_MEDIAN, BARE_LOW, BARE_HIGH = "bare median", "bare low", "bare high"
+RATIO_MEDIAN, RATIO_LOW, RATIO_HIGH = "ratio", "ratio low", "ratio high"
+PAIRED = (BARE_MEDIAN, BARE_LOW, BARE_HIGH, RATIO_MEDIAN, RATIO_LOW, RATIO_HIGH)
 CORES_BUSY = "cores busy"
+
+
+def _paired_ratios(stage: Callable[[], object], bare: Callable[[], object]) -> dict[str, float]:
+    """The stage's time over the bare product's, from PAIRS runs of each one after the other:
+    the median ratio, the lowest and the highest, and the same of the bare product's seconds."""
+    import numpy as np
+
+    bare()  # its first run also pays for the first touch of BLAS's buffers
+    ratios, bares = [], []
+    for _ in range(PAIRS):
+        start = time.perf_counter()
+        stage()
+        middle = time.perf_counter()
+        bare()
+        bares.append(time.perf_counter() - middle)
+        ratios.append((middle - start) / bares[-1])
+    return {
+        BARE_MEDIAN: float(np.median(bares)),
+        BARE_LOW: min(bares),
+        BARE_HIGH: max(bares),
+        RATIO_MEDIAN: float(np.median(ratios)),
+        RATIO_LOW: min(ratios),
+        RATIO_HIGH: max(ratios),
+    }
 
 
 def _cpu_seconds() -> float:
@@ -403,16 +431,18 @@ def _score_table(root: Path, k: int, n_users: int) -> None:
             stage_details[name] = detail
         print(f"| {name} | {seconds:.2f} | {seconds / bare:.2f} | {peak:,.0f} | {inputs:,.0f} |")
     for name, detail in stage_details.items():
-        same = detail.pop(SAME_PROCESS_BARE, None)
+        paired = {key: detail.pop(key) for key in PAIRED if key in detail}
         busy = detail.pop(CORES_BUSY, None)
         parts = ", ".join(f"{part} {s:.2f} s" for part, s in detail.items())
         print(f"\n{name}, parts: {parts}")
         if busy:
             print(f"CPU time over wall time, the whole stage: {busy:.2f} cores busy of 2")
-        if same:
-            seconds = results[name][0]
-            print(f"the bare product right after it, in its process: {same:.2f} s; "
-                  f"the stage is {seconds / same:.2f}x that")  # fmt: skip
+        if len(paired) == len(PAIRED):
+            print(f"{PAIRS} runs of the stage, each followed by the bare product in its process: "
+                  f"the stage is {paired[RATIO_MEDIAN]:.2f}x the product (median; "
+                  f"{paired[RATIO_LOW]:.2f}-{paired[RATIO_HIGH]:.2f}x), the product "
+                  f"{paired[BARE_MEDIAN]:.2f} s (median; {paired[BARE_LOW]:.2f}-"
+                  f"{paired[BARE_HIGH]:.2f} s)")  # fmt: skip
     lightfm = results[f"LightFM predict, {SAMPLE:,} users (extrapolated)"][0] * n_users / SAMPLE
     stage = results["score stage (read, vectors, kernel, fill, suite, write)"][0]
     print(f"score stage vs LightFM predict: {lightfm / stage:.1f}x faster\n")
