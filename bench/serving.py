@@ -13,9 +13,10 @@ the faster run is reported (the first also pays page faults of fresh buffers and
 caches). The machine's speed drifts between cases run minutes apart (the bare product took
 0.37-0.72 s across one day) and within a minute, so each stage case then runs five more times,
 each run followed by the bare product in its own process, and prints the median of those five
-ratios and their range beside the table's ratio. Readers during
-publishes: two processes keep a connection, two connect per read, all four reading as fast as
-they can on the same two cores as the publishes. Nothing here asserts on time.
+ratios and their range beside the table's ratio (the stage's parts and cores busy are those of
+its second timed run). Readers during publishes: two processes keep a connection, two connect
+per read, all four reading as fast as they can on the same two cores as the publishes. Nothing
+here asserts on time.
 
     python -m bench.serving [--users 53424] [--items 10000] [--k 100] [--postgres URL]
 """
