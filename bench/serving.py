@@ -14,9 +14,12 @@ caches). The machine's speed drifts between cases run minutes apart (the bare pr
 0.37-0.72 s across one day) and within a minute, so each stage case then runs five more times,
 each run followed by the bare product in its own process, and prints the median of those five
 ratios and their range beside the table's ratio (the stage's parts and cores busy are those of
-its second timed run). Readers during publishes: two processes keep a connection, two connect
-per read, all four reading as fast as they can on the same two cores as the publishes. Nothing
-here asserts on time.
+its second timed run). A floor case runs the two things the stage cannot skip at once (the
+kernel, and the stage's writer writing the model stage's rows) with the same five pairs: what
+the stage adds to it is the rest of its work. Readers during publishes: two processes keep a
+connection, two connect per read, on the same two cores as the publishes, as fast as they can
+and then pausing 5 ms between reads; the paced readers are then measured with no publish, alone
+and beside two processes that only spin, as references. Nothing here asserts on time.
 
     python -m bench.serving [--users 53424] [--items 10000] [--k 100] [--postgres URL]
 """
@@ -259,6 +262,41 @@ def case_score_stage_ease(root: Path, k: int) -> Callable[[], object]:
     return case_score_stage(root, k, "plan-ease", "bench-ease")
 
 
+def case_floor(root: Path, k: int) -> Callable[[], object]:
+    """A floor under the stage: the two things it cannot skip, at once. The kernel over every
+    user (2 threads) while the stage's writer streams the rows the model stage wrote (held in
+    memory beforehand, in the stage's chunks) to a file: checked against the contract, hashed
+    and encoded as the stage does, then discarded. No reads, fits, vectors, checks or
+    similar items: whatever the stage adds to this is the rest of its work."""
+    import threading
+
+    from pipelines.score import CHUNK_USERS
+    from pipelines.stores.scored import ScoredWriter, read_scored, scored_dir
+
+    kernel = case_kernel(root, k)
+    rows = read_scored(scored_dir(root / "lake", "bench")).recommendations
+    chunks = [
+        rows.slice(start, CHUNK_USERS * k) for start in range(0, rows.num_rows, CHUNK_USERS * k)
+    ]
+
+    def write() -> None:
+        writer = ScoredWriter(root / "lake", "bench-floor")
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+        finally:
+            writer.abort()  # waits for the last chunk, then removes the file
+
+    def run() -> object:
+        writing = threading.Thread(target=write)
+        writing.start()
+        kernel()
+        writing.join()
+        return None
+
+    return run
+
+
 def _stores(root: Path, serving_url: str) -> Any:
     from pipelines.stores import Stores
 
@@ -303,6 +341,7 @@ def _publish_store(root: Path, url: str, times: int = 1) -> Callable[[], object]
     return publish
 
 
+FLOOR = "floor: kernel while the stage's writer writes its rows (no reads, fits or checks)"
 CASES: dict[str, Callable[[Path, int], Callable[[], object]]] = {
     "bare float32 matrix product (reference)": case_bare_product,
     "top-K kernel alone (2 threads)": case_kernel,
@@ -310,6 +349,7 @@ CASES: dict[str, Callable[[Path, int], Callable[[], object]]] = {
     f"LightFM predict, {SAMPLE:,} users (extrapolated)": case_lightfm_predict,
     "score stage (read, vectors, kernel, fill, suite, write)": case_score_stage,
     "score stage, EASE serving warm users (its fit included)": case_score_stage_ease,
+    FLOOR: case_floor,
 }
 
 
@@ -322,7 +362,7 @@ def _child(name: str, root: str, k: int, url: str, queue: Any) -> None:
     inputs = _rss_mb()
     best, detail = _best_of(action)
     peak = _rss_mb()
-    if name.startswith("score stage"):
+    if name.startswith("score stage") or name == FLOOR:
         # The reference in this process, after the stage's peak is read (its 2 GB would count
         # in it), alternating with the stage: the machine's speed drifts within a minute, so
         # these pairs' ratios are the ones to trust (see the docstring).
@@ -428,19 +468,20 @@ def _score_table(root: Path, k: int, n_users: int) -> None:
     for name, (seconds, peak, inputs, detail) in results.items():
         if name.startswith("LightFM"):
             seconds *= n_users / SAMPLE
-        if name.startswith("score stage") and detail:
+        if (name.startswith("score stage") or name == FLOOR) and detail:
             stage_details[name] = detail
         print(f"| {name} | {seconds:.2f} | {seconds / bare:.2f} | {peak:,.0f} | {inputs:,.0f} |")
     for name, detail in stage_details.items():
         paired = {key: detail.pop(key) for key in PAIRED if key in detail}
         busy = detail.pop(CORES_BUSY, None)
-        parts = ", ".join(f"{part} {s:.2f} s" for part, s in detail.items())
-        print(f"\n{name}, parts: {parts}")
+        print(f"\n{name}:")
+        if detail:
+            print("parts: " + ", ".join(f"{part} {s:.2f} s" for part, s in detail.items()))
         if busy:
             print(f"CPU time over wall time, the whole stage: {busy:.2f} cores busy of 2")
         if len(paired) == len(PAIRED):
-            print(f"{PAIRS} runs of the stage, each followed by the bare product in its process: "
-                  f"the stage is {paired[RATIO_MEDIAN]:.2f}x the product (median; "
+            print(f"{PAIRS} runs, each followed by the bare product in its process: "
+                  f"{paired[RATIO_MEDIAN]:.2f}x the product (median; "
                   f"{paired[RATIO_LOW]:.2f}-{paired[RATIO_HIGH]:.2f}x), the product "
                   f"{paired[BARE_MEDIAN]:.2f} s (median; {paired[BARE_LOW]:.2f}-"
                   f"{paired[BARE_HIGH]:.2f} s)")  # fmt: skip
@@ -474,10 +515,13 @@ def _publish_tables(
     print()
     print("| readers during publishes | reads | errors | empty | mixed | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for (label, url), pace in itertools.product(stores.items(), (0.0, PACE_S)):
+    runs = [(store, pace, LOADS[0]) for store, pace in itertools.product(stores, (0.0, PACE_S))]
+    runs += [(store, PACE_S, load) for store, load in itertools.product(stores, LOADS[1:])]
+    for label, pace, load in runs:
+        url = stores[label]
         rate = f"a read every {pace * 1000:.0f} ms" if pace else "as fast as it can"
-        for kind, latencies, counts in _readers_during(root, url, publishes, k, users, pace):
-            kind = f"{kind}, {rate}"
+        for kind, latencies, counts in _readers_during(root, url, publishes, k, users, pace, load):
+            kind = f"{kind}, {rate}" + ("" if load == LOADS[0] else f"; {load}, no publish")
             lat = np.array(latencies) * 1000
             print(
                 f"| {label}, {kind} | {counts['reads']:,} | {counts['errors']} | "
@@ -507,15 +551,32 @@ PACE_S = 0.005
 """The paced readers' pause between reads: a service answering requests, not a busy loop."""
 
 
+LOADS = ("publishes", "nothing else", "two busy loops")
+"""What runs beside the readers: the publishes, then two references on the same two cores (no
+publish): the readers alone, and two processes spinning in Python (CPU only, no I/O, no
+database) for REFERENCE_S seconds. If the references' latencies match the publishes', the
+readers wait for a core, not for the store."""
+REFERENCE_S = 10.0
+
+
+def _spin(stop: str) -> None:
+    """Keep one core busy until the file ``stop`` exists."""
+    spins = 0
+    while spins % 100_000 or not Path(stop).exists():
+        spins += 1
+
+
 def _readers_during(
-    root: Path, url: str, publishes: int, k: int, users: list[str], pace: float
-) -> list[tuple[str, list[float], Any]]:
-    """Two persistent and two per-read reader processes while ``publishes`` publishes run."""
+    root: Path, url: str, publishes: int, k: int, users: list[str], pace: float,
+    load: str = LOADS[0],
+) -> list[tuple[str, list[float], Any]]:  # fmt: skip
+    """Two persistent and two per-read reader processes while ``publishes`` publishes run (or
+    another of the LOADS)."""
     import json
 
     from bench.readers import read_until_stopped
 
-    tag = f"{abs(hash(url))}-{pace}"
+    tag = f"{abs(hash(url))}-{pace}-{LOADS.index(load)}"
     stop = root / f"stop-{tag}"
     outs = [root / f"reader-{tag}-{i}.json" for i in range(4)]
     context = mp.get_context("spawn")
@@ -529,8 +590,19 @@ def _readers_during(
     for p in procs:
         p.start()
     time.sleep(3)
-    for _ in range(publishes):
-        _publish_store(root, url)()
+    if load == "publishes":
+        for _ in range(publishes):
+            _publish_store(root, url)()
+    elif load == "two busy loops":
+        spinners = [context.Process(target=_spin, args=(f"{stop}-spin",)) for _ in range(2)]
+        for s in spinners:
+            s.start()
+        time.sleep(REFERENCE_S)
+        Path(f"{stop}-spin").touch()
+        for s in spinners:
+            s.join()
+    else:
+        time.sleep(REFERENCE_S)
     stop.touch()
     for p in procs:
         p.join(120)
