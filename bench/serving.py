@@ -266,9 +266,10 @@ def case_floor(root: Path, k: int) -> Callable[[], object]:
     """A floor under the stage: the two things it cannot skip, at once. The kernel over every
     user (2 threads) while the stage's writer streams the rows the model stage wrote (held in
     memory beforehand, in the stage's chunks) to a file: checked against the contract, hashed
-    and encoded as the stage does, then discarded. No reads, fits, vectors, checks or
-    similar items: whatever the stage adds to this is the rest of its work."""
-    import threading
+    and encoded as the stage does, and committed (the run ``bench-floor``). No reads, fits,
+    vectors, checks or similar items: whatever the stage adds to this is the rest of its
+    work."""
+    from concurrent.futures import ThreadPoolExecutor
 
     from pipelines.score import CHUNK_USERS
     from pipelines.stores.scored import ScoredWriter, read_scored, scored_dir
@@ -284,14 +285,16 @@ def case_floor(root: Path, k: int) -> Callable[[], object]:
         try:
             for chunk in chunks:
                 writer.write(chunk)
-        finally:
-            writer.abort()  # waits for the last chunk, then removes the file
+            writer.commit(None, {})  # waits for the last chunk: a failed write raises here
+        except BaseException:
+            writer.abort()
+            raise
 
     def run() -> object:
-        writing = threading.Thread(target=write)
-        writing.start()
-        kernel()
-        writing.join()
+        with ThreadPoolExecutor(1) as pool:
+            writing = pool.submit(write)
+            kernel()
+            writing.result()  # the writer's error, if any, is the case's
         return None
 
     return run
@@ -554,8 +557,9 @@ PACE_S = 0.005
 LOADS = ("publishes", "nothing else", "two busy loops")
 """What runs beside the readers: the publishes, then two references on the same two cores (no
 publish): the readers alone, and two processes spinning in Python (CPU only, no I/O, no
-database) for REFERENCE_S seconds. If the references' latencies match the publishes', the
-readers wait for a core, not for the store."""
+database), for REFERENCE_S seconds. Each load starts after the same 3 s of readers alone (their
+latencies count too: more of a reference's than of three publishes'). If the references'
+latencies match the publishes', the readers wait for a core, not for the store."""
 REFERENCE_S = 10.0
 
 
@@ -590,10 +594,10 @@ def _readers_during(
     for p in procs:
         p.start()
     time.sleep(3)
-    if load == "publishes":
+    if load == LOADS[0]:
         for _ in range(publishes):
             _publish_store(root, url)()
-    elif load == "two busy loops":
+    elif load == LOADS[2]:
         spinners = [context.Process(target=_spin, args=(f"{stop}-spin",)) for _ in range(2)]
         for s in spinners:
             s.start()
