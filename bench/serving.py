@@ -365,7 +365,7 @@ def _child(name: str, root: str, k: int, url: str, queue: Any) -> None:
     inputs = _rss_mb()
     best, detail = _best_of(action)
     peak = _rss_mb()
-    if name.startswith("score stage") or name == FLOOR:
+    if name.startswith("score stage") or name == FLOOR:  # the cases paired with the product
         # The reference in this process, after the stage's peak is read (its 2 GB would count
         # in it), alternating with the stage: the machine's speed drifts within a minute, so
         # these pairs' ratios are the ones to trust (see the docstring).
@@ -471,7 +471,7 @@ def _score_table(root: Path, k: int, n_users: int) -> None:
     for name, (seconds, peak, inputs, detail) in results.items():
         if name.startswith("LightFM"):
             seconds *= n_users / SAMPLE
-        if (name.startswith("score stage") or name == FLOOR) and detail:
+        if detail:  # only the paired cases return details
             stage_details[name] = detail
         print(f"| {name} | {seconds:.2f} | {seconds / bare:.2f} | {peak:,.0f} | {inputs:,.0f} |")
     for name, detail in stage_details.items():
@@ -598,11 +598,12 @@ def _readers_during(
         for _ in range(publishes):
             _publish_store(root, url)()
     elif load == LOADS[2]:
-        spinners = [context.Process(target=_spin, args=(f"{stop}-spin",)) for _ in range(2)]
+        spun = Path(f"{stop}-spin")
+        spinners = [context.Process(target=_spin, args=(str(spun),)) for _ in range(2)]
         for s in spinners:
             s.start()
         time.sleep(REFERENCE_S)
-        Path(f"{stop}-spin").touch()
+        spun.touch()
         for s in spinners:
             s.join()
     else:
